@@ -1,0 +1,1 @@
+"""Benchmarks and the baseline collector they compare nbstream against (not shipped)."""

@@ -1,0 +1,60 @@
+"""nbstream: stream test-time predictions to memory-mapped ``.npy`` files and read them back.
+
+``import nbstream`` stays light: torch, lightning and numba load only when the names that
+need them are first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import typing as tp
+
+from nbstream.errors import (
+    CorruptPredictionsError,
+    IncompletePredictionsError,
+    InPlaceChangeError,
+    PredictionFormatError,
+    PredictionsNotFoundError,
+    UnsupportedEntryError,
+    WriterError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CorruptPredictionsError",
+    "InPlaceChangeError",
+    "IncompletePredictionsError",
+    "PredictionFormatError",
+    "PredictionsNotFoundError",
+    "StoppedEarlyWarning",
+    "UnsupportedEntryError",
+    "WindowPredictionCollector",
+    "WriterError",
+    "__version__",
+    "read_predictions",
+]
+
+# name -> module that defines it, imported on first attribute access (PEP 562)
+_LAZY = {
+    "WindowPredictionCollector": "nbstream.collector",
+    "read_predictions": "nbstream.reader",
+    "StoppedEarlyWarning": "nbstream.reader",
+}
+
+if tp.TYPE_CHECKING:
+    from nbstream.collector import WindowPredictionCollector
+    from nbstream.reader import StoppedEarlyWarning, read_predictions
+
+
+def __getattr__(name: str) -> tp.Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nbstream' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,114 @@
+"""One metadata row per window, with the default collector's columns and omission rules.
+
+Columns, in order: ``timeline``, ``batch_idx``, ``dataloader_idx``, then ``subject_id``
+only if every batch exposed ``batch.data["subject_id"]``, then ``group`` only if every
+window's trigger had one: ``trigger.<group_field>``, else ``.category``, else
+``.filepath`` (a missing trigger, ``None`` or NaN counts as none).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import typing as tp
+
+if tp.TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["WindowMetadata", "group_of"]
+
+_FALLBACK_FIELDS = ("category", "filepath")
+
+
+def _field(obj: tp.Any, name: str) -> tp.Any:
+    value = obj.get(name) if isinstance(obj, tp.Mapping) else getattr(obj, name, None)
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return value
+
+
+def group_of(segment: tp.Any, group_field: str) -> tp.Any:
+    """The retrieval group of a window, or ``None`` when its trigger names none."""
+    trigger = getattr(segment, "trigger", None)
+    if trigger is None:
+        return None
+    for name in (group_field, *_FALLBACK_FIELDS):
+        value = _field(trigger, name)
+        if value is not None:
+            return value
+    return None
+
+
+def _as_list(values: tp.Any) -> list[tp.Any]:
+    if hasattr(values, "tolist"):  # torch tensors and numpy arrays
+        values = values.tolist()
+    return list(values) if isinstance(values, list | tuple) else [values]
+
+
+class WindowMetadata:
+    """Accumulates metadata columns batch by batch (on the writer thread)."""
+
+    def __init__(self, group_field: str = "text") -> None:
+        self.group_field = group_field
+        self.timeline: list[tp.Any] = []
+        self.batch_idx: list[int] = []
+        self.dataloader_idx: list[int] = []
+        self.subject_id: list[tp.Any] = []
+        self.group: list[tp.Any] = []
+        self.every_batch_has_subject = True
+        self.every_window_has_group = True
+
+    def __len__(self) -> int:
+        return len(self.timeline)
+
+    def add(
+        self,
+        segments: tp.Sequence[tp.Any],
+        subject_ids: tp.Any,
+        batch_idx: int,
+        dataloader_idx: int,
+    ) -> None:
+        """Record the windows of one batch; ``subject_ids`` is ``None`` when it had none."""
+        n = len(segments)
+        subjects: list[tp.Any] = []
+        if subject_ids is None:
+            self.every_batch_has_subject = False
+        elif self.every_batch_has_subject:
+            subjects = _as_list(subject_ids)
+            if len(subjects) != n:
+                raise ValueError(
+                    f"batch.data['subject_id'] has {len(subjects)} values for {n} segments; "
+                    "it needs one subject id per window"
+                )
+        groups = [group_of(s, self.group_field) for s in segments]
+        if self.every_window_has_group and any(g is None for g in groups):
+            self.every_window_has_group = False
+            self.group = []
+        self.timeline.extend(s.timeline for s in segments)
+        self.batch_idx.extend([batch_idx] * n)
+        self.dataloader_idx.extend([dataloader_idx] * n)
+        if self.every_batch_has_subject:
+            self.subject_id.extend(subjects)
+        else:
+            self.subject_id = []
+        if self.every_window_has_group:
+            self.group.extend(groups)
+
+    def to_frame(self, n_rows: int | None = None) -> pd.DataFrame:
+        """The table, optionally cut to its first ``n_rows`` rows."""
+        import numpy as np
+        import pandas as pd
+
+        columns: dict[str, tp.Any] = {
+            "timeline": self.timeline,
+            "batch_idx": np.asarray(self.batch_idx, dtype=np.int64),
+            "dataloader_idx": np.asarray(self.dataloader_idx, dtype=np.int64),
+        }
+        if self.every_batch_has_subject and self.timeline:
+            columns["subject_id"] = self.subject_id
+        if self.every_window_has_group and self.timeline:
+            columns["group"] = self.group
+        frame = pd.DataFrame(columns)
+        return frame if n_rows is None else frame.iloc[:n_rows].reset_index(drop=True)

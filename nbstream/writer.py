@@ -1,0 +1,356 @@
+"""The background writer: takes batches of tensors off the test loop and drains them to a sink.
+
+The main thread's :meth:`Writer.submit` only stages and enqueues:
+
+* a CUDA tensor is copied into a pooled pinned host buffer on a side stream
+  (``non_blocking``) and an event is recorded; the compute stream waits on that event, so
+  neither the GPU memory nor later in-place kernels can race the copy;
+* a CPU tensor whose changes torch tracks is handed over without a copy; its version
+  counter is checked at every later submit and at close until it is safely written, so
+  an in-place change after the hook raises instead of saving different data;
+* a CPU tensor torch cannot track (an inference-mode tensor) is copied into a pooled
+  staging buffer, unless the caller said its outputs are never changed in place.
+
+One thread owns the sink: it waits for each batch's event, calls ``sink(name, tensor)``
+for each array (a torch copy into the memmap, GIL released), then the batch's ``then``
+callback. A bounded byte budget gives back-pressure: ``submit`` blocks while the bytes in
+flight would exceed ``max_inflight_bytes``. The first exception in the thread is kept and
+re-raised, as :class:`~nbstream.errors.WriterError` naming the array and batch, at the
+next ``submit`` or at ``close``. The thread is started lazily and always joined: by
+``close``/``abort``, at interpreter exit, and never inherited by a forked child.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import dataclasses
+import os
+import queue
+import threading
+import typing as tp
+import weakref
+
+from nbstream.errors import InPlaceChangeError, WriterError
+
+if tp.TYPE_CHECKING:
+    import torch
+
+__all__ = ["DEFAULT_MAX_INFLIGHT_BYTES", "Writer"]
+
+DEFAULT_MAX_INFLIGHT_BYTES = 512 << 20
+Sink = tp.Callable[[str, "torch.Tensor"], None]
+
+_live_writers: weakref.WeakSet[Writer] = weakref.WeakSet()
+
+
+@dataclasses.dataclass
+class _Batch:
+    label: str
+    arrays: dict[str, torch.Tensor]
+    nbytes: int
+    first_row: int
+    then: tp.Callable[[], None] | None = None
+    event: tp.Any = None  # a torch.cuda.Event when any array came from a GPU
+    staged: list[torch.Tensor] = dataclasses.field(default_factory=list)
+    done: bool = False
+
+
+@dataclasses.dataclass
+class _Watched:
+    """A CPU tensor handed over without a copy, and its version when the hook saw it."""
+
+    label: str
+    name: str
+    tensor: torch.Tensor
+    version: int
+    batch: _Batch
+
+
+class _StagingPool:
+    """Reusable host buffers (pinned for GPU copies), so steady state allocates nothing."""
+
+    def __init__(self) -> None:
+        self._free: dict[tuple[int, bool], list[torch.Tensor]] = collections.defaultdict(list)
+        self._lock = threading.Lock()
+
+    def take(self, like: torch.Tensor, *, pinned: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """A buffer and a view of it with the shape and dtype of ``like``."""
+        import torch
+
+        nbytes = like.numel() * like.element_size()
+        with self._lock:
+            free = self._free[(nbytes, pinned)]
+            buffer = free.pop() if free else None
+        if buffer is None:
+            buffer = torch.empty(nbytes, dtype=torch.uint8, pin_memory=pinned)
+        return buffer, buffer.view(like.dtype).view(like.shape)
+
+    def give(self, buffer: torch.Tensor) -> None:
+        with self._lock:
+            self._free[(buffer.numel(), buffer.is_pinned())].append(buffer)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._free.clear()
+
+
+class Writer:
+    """Drains batches of named tensors to ``sink`` on one background thread.
+
+    ``synchronous=True`` does the same work inline in ``submit`` (for debugging and for the
+    conformance tests). ``copy_cpu_outputs``: ``None`` copies only CPU tensors whose
+    in-place changes torch cannot detect, ``True`` copies every CPU tensor on the main
+    thread, ``False`` trusts the caller never to change a submitted tensor.
+    """
+
+    def __init__(
+        self,
+        sink: Sink,
+        *,
+        synchronous: bool = False,
+        max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES,
+        copy_cpu_outputs: bool | None = None,
+    ) -> None:
+        if max_inflight_bytes <= 0:
+            raise ValueError(f"max_inflight_bytes must be positive, got {max_inflight_bytes}")
+        self._sink = sink
+        self.synchronous = synchronous
+        self.max_inflight_bytes = int(max_inflight_bytes)
+        self.copy_cpu_outputs = copy_cpu_outputs
+        self._pool = _StagingPool()
+        self._queue: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
+        self._cond = threading.Condition()
+        self._inflight = 0
+        self._thread: threading.Thread | None = None
+        self._error: WriterError | InPlaceChangeError | None = None
+        self._watched: list[_Watched] = []
+        self._streams: dict[int, tp.Any] = {}
+        self._closed = False
+        self.rows_submitted = 0
+        self.batches_written = 0
+        self.bytes_written = 0
+        _live_writers.add(self)
+
+    # -- main thread -------------------------------------------------------------------
+    def submit(
+        self,
+        arrays: dict[str, torch.Tensor],
+        *,
+        label: str,
+        then: tp.Callable[[], None] | None = None,
+    ) -> None:
+        """Queue one batch of arrays (rows on dimension 0); returns once they are staged."""
+        if self._closed:
+            raise RuntimeError("this writer is closed; create a new one for a new run")
+        self._raise_pending()
+        self._check_watched()
+        batch = self._stage(arrays, label, then)
+        if self.synchronous:
+            self._write(batch)
+            self._raise_pending()
+            return
+        with self._cond:
+            while self._inflight and self._inflight + batch.nbytes > self.max_inflight_bytes:
+                if self._error is not None:
+                    break
+                self._cond.wait()
+            self._inflight += batch.nbytes
+        self._ensure_thread()
+        self._queue.put(batch)
+
+    def close(self) -> None:
+        """Write everything queued, join the thread, and raise the thread's error if any."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._stop_thread()
+            self._check_watched(final=True)
+        finally:
+            self._pool.clear()
+            _live_writers.discard(self)
+        self._raise_pending()
+
+    def abort(self) -> None:
+        """Stop now: queued batches are dropped, the thread joined, nothing raised."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._error is None:
+            self._error = WriterError("the writer was aborted")
+        self._stop_thread()
+        self._watched.clear()
+        self._pool.clear()
+        _live_writers.discard(self)
+
+    @property
+    def inflight_bytes(self) -> int:
+        return self._inflight
+
+    def _stage(
+        self, arrays: dict[str, torch.Tensor], label: str, then: tp.Callable[[], None] | None
+    ) -> _Batch:
+        batch = _Batch(label=label, arrays={}, nbytes=0, first_row=self.rows_submitted, then=then)
+        self.rows_submitted += min((int(t.shape[0]) for t in arrays.values()), default=0)
+        for name, tensor in arrays.items():
+            tensor = tensor.detach()
+            batch.nbytes += tensor.numel() * tensor.element_size()
+            if tensor.device.type == "cuda":
+                batch.arrays[name] = self._stage_cuda(batch, tensor)
+            elif tensor.device.type != "cpu":
+                batch.arrays[name] = tensor.cpu()
+            elif self._must_copy(tensor):
+                buffer, view = self._pool.take(tensor, pinned=False)
+                view.copy_(tensor)
+                batch.staged.append(buffer)
+                batch.arrays[name] = view
+            else:
+                batch.arrays[name] = tensor
+                if not tensor.is_inference():
+                    self._watched.append(_Watched(label, name, tensor, tensor._version, batch))
+        if batch.event is not None:
+            self._protect_compute_stream(batch)
+        return batch
+
+    def _must_copy(self, tensor: torch.Tensor) -> bool:
+        if self.copy_cpu_outputs is None:
+            return self.synchronous is False and tensor.is_inference()
+        return self.copy_cpu_outputs and not self.synchronous
+
+    def _stage_cuda(self, batch: _Batch, tensor: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        if self.synchronous:
+            return tensor.cpu()
+        device = tensor.device.index or 0
+        stream = self._streams.get(device)
+        if stream is None:
+            stream = self._streams[device] = torch.cuda.Stream(device=device)
+        buffer, view = self._pool.take(tensor, pinned=True)
+        stream.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(stream):
+            view.copy_(tensor, non_blocking=True)
+        tensor.record_stream(stream)
+        if batch.event is None:
+            batch.event = torch.cuda.Event()
+        batch.event.record(stream)
+        batch.staged.append(buffer)
+        return view
+
+    @staticmethod
+    def _protect_compute_stream(batch: _Batch) -> None:
+        import torch
+
+        torch.cuda.current_stream().wait_event(batch.event)
+
+    def _check_watched(self, *, final: bool = False) -> None:
+        """Raise if a tensor handed over without a copy changed before it was safely written.
+
+        A tensor is released once its batch was written before an earlier check: any change
+        after that point cannot have reached the file.
+        """
+        if not self._watched:
+            return
+        still: list[_Watched] = []
+        for watched in self._watched:
+            written_before = watched.batch.done
+            version = watched.tensor._version
+            if version != watched.version:
+                self._watched.clear()
+                error = InPlaceChangeError(
+                    watched.batch.first_row,
+                    f"{watched.name} returned for {watched.label} was changed in place after "
+                    f"on_test_batch_end returned (tensor version {watched.version} -> "
+                    f"{version}), so the saved rows may not be what the hook saw; return a "
+                    "fresh tensor from test_step (e.g. y_pred.clone()) or build the "
+                    "collector with copy_cpu_outputs=True",
+                )
+                # kept, so close() reports it too and the caller can keep the intact rows
+                self._error = error
+                raise error
+            if not (written_before or final):
+                still.append(watched)
+        self._watched = still
+
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    # -- writer thread -----------------------------------------------------------------
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._drain, name="nbstream-writer", daemon=True)
+            self._thread.start()
+
+    def _stop_thread(self) -> None:
+        if self._thread is None:
+            return
+        self._queue.put(None)
+        self._thread.join()
+        self._thread = None
+
+    def _drain(self) -> None:
+        while True:
+            batch = self._queue.get()
+            if batch is None:
+                return
+            try:
+                if self._error is None:
+                    self._write(batch)
+            finally:
+                with self._cond:
+                    self._inflight -= batch.nbytes
+                    self._cond.notify_all()
+
+    def _write(self, batch: _Batch) -> None:
+        """Write one batch; record (not raise) the first failure for the caller."""
+        step = "waiting for its device-to-host copy"
+        try:
+            if batch.event is not None:
+                batch.event.synchronize()
+            for name, tensor in batch.arrays.items():
+                step = f"writing {name}"
+                self._sink(name, tensor)
+            if batch.then is not None:
+                step = "recording its metadata"
+                batch.then()
+            self.batches_written += 1
+            self.bytes_written += batch.nbytes
+        except BaseException as exc:
+            error = WriterError(f"{step} of {batch.label} failed: {type(exc).__name__}: {exc}")
+            error.__cause__ = exc
+            self._error = error
+        finally:
+            batch.done = True
+            batch.arrays = {}
+            for buffer in batch.staged:
+                self._pool.give(buffer)
+            batch.staged = []
+
+    # -- process lifecycle -------------------------------------------------------------
+    def _forget_after_fork(self) -> None:
+        """In a forked child the thread does not exist: this copy must not wait for it."""
+        self._thread = None
+        self._cond = threading.Condition()
+        self._queue = queue.SimpleQueue()
+        self._inflight = 0
+        self._watched = []
+        self._streams = {}
+        self._pool = _StagingPool()
+        self._closed = True
+
+
+def _abort_all_at_exit() -> None:
+    for writer in list(_live_writers):
+        writer.abort()
+
+
+def _forget_all_after_fork() -> None:
+    for writer in list(_live_writers):
+        writer._forget_after_fork()
+    _live_writers.clear()
+
+
+atexit.register(_abort_all_at_exit)
+os.register_at_fork(after_in_child=_forget_all_after_fork)
