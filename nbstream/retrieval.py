@@ -128,7 +128,7 @@ def retrieval_set(
     y_true = y_true if isinstance(y_true, np.ndarray) else np.asarray(y_true)
     codes, uniques = pd.factorize(metadata[group], sort=False, use_na_sentinel=False)
     index = kernels.group_index(codes, len(uniques))
-    labels = np.asarray(uniques)[codes[index.firsts]]
+    labels = metadata[group].to_numpy()[index.firsts]  # the values as stored (None stays None)
     targets = kernels.group_reduce(y_true, index, reduce)
     inconsistent = None
     if check:

@@ -1,6 +1,4 @@
-"""A small real Lightning setup: windows of synthetic recordings, batches shaped like
-neuralbench's (``.segments`` and ``.data``), and a model whose ``test_step`` returns
-``(y_pred, y_true)``."""
+"""Shared fixtures: the end-to-end model and data come from :mod:`nbstream.demo`."""
 
 from __future__ import annotations
 
@@ -8,81 +6,8 @@ import typing as tp
 
 import lightning.pytorch as pl
 import pytest
-import torch
-from torch.utils.data import DataLoader, Dataset
 
-from nbstream.testing import Batch, Segment, Trigger
-
-N_FEATURES = 6
-
-
-class WindowDataset(Dataset):
-    """``n`` windows of one synthetic recording per subject, with stimulus triggers."""
-
-    def __init__(self, n: int, *, n_outputs: int = 3, seed: int = 0, prefix: str = "rec") -> None:
-        generator = torch.Generator().manual_seed(seed)
-        self.x = torch.randn(n, N_FEATURES, generator=generator)
-        self.y = torch.randn(n, n_outputs, generator=generator)
-        self.subjects = torch.arange(n) % 3
-        self.prefix = prefix
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, Segment, int]:
-        segment = Segment(
-            timeline=f"{self.prefix}-sub{int(self.subjects[i])}",
-            trigger=Trigger(text=f"stim-{i % 5}", category="word"),
-        )
-        return self.x[i], self.y[i], segment, int(self.subjects[i])
-
-
-def collate(items: list[tuple[tp.Any, ...]]) -> Batch:
-    x, y, segments, subjects = zip(*items, strict=True)
-    return Batch(
-        segments=list(segments),
-        data={"x": torch.stack(x), "y": torch.stack(y), "subject_id": torch.tensor(subjects)},
-    )
-
-
-def loader(n: int, batch_size: int = 8, **kwargs: tp.Any) -> DataLoader:
-    return DataLoader(WindowDataset(n, **kwargs), batch_size=batch_size, collate_fn=collate)
-
-
-class Regressor(pl.LightningModule):
-    """A linear model; ``mutate_outputs`` reuses one output buffer across steps (a bug
-    nbstream must not turn into silently wrong files)."""
-
-    def __init__(self, n_outputs: int = 3, mutate_outputs: bool = False) -> None:
-        super().__init__()
-        self.net = torch.nn.Linear(N_FEATURES, n_outputs)
-        self.mutate_outputs = mutate_outputs
-        self.buffer: torch.Tensor | None = None
-
-    def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> tp.Any:
-        y_pred = self.net(batch.data["x"])
-        if self.mutate_outputs:
-            if self.buffer is None or self.buffer.shape != y_pred.shape:
-                self.buffer = torch.empty_like(y_pred)
-            self.buffer.copy_(y_pred)
-            y_pred = self.buffer
-        return y_pred, batch.data["y"]
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-
-def make_trainer(**kwargs: tp.Any) -> pl.Trainer:
-    options: dict[str, tp.Any] = {
-        "accelerator": "cpu",
-        "devices": 1,
-        "logger": False,
-        "enable_progress_bar": False,
-        "enable_model_summary": False,
-        "enable_checkpointing": False,
-    }
-    options.update(kwargs)
-    return pl.Trainer(**options)
+from nbstream.demo import make_trainer
 
 
 @pytest.fixture

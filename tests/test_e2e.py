@@ -23,8 +23,8 @@ from nbstream import (
     WindowPredictionCollector,
     read_predictions,
 )
+from nbstream.demo import Regressor, WindowDataset, loader, make_trainer
 from nbstream.store import GrowableNpy
-from tests.conftest import Regressor, WindowDataset, loader, make_trainer
 
 
 def expected_predictions(model: Regressor, datasets: list[WindowDataset]) -> np.ndarray:
@@ -143,7 +143,7 @@ def test_bad_output_keeps_what_was_written(tmp_path: Path) -> None:
 KILL_SCRIPT = """
 import sys, time, torch
 sys.path[:0] = [{root!r}]
-from tests.conftest import Regressor, loader, make_trainer
+from nbstream.demo import Regressor, loader, make_trainer
 from nbstream import WindowPredictionCollector
 
 class Slow(Regressor):

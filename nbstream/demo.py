@@ -1,0 +1,127 @@
+"""A small real test loop: synthetic recordings, a Lightning model, the collector, a read-back.
+
+It is the command-line default (``nbstream run``) and the fixture of the end-to-end
+tests: windows of several synthetic subjects, batches shaped like neuralbench's
+(``.segments`` with ``timeline`` and ``trigger.text``, ``.data["subject_id"]``), and a
+linear decoder predicting fMRI-like voxel targets.
+"""
+
+from __future__ import annotations
+
+import time
+import typing as tp
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from nbstream.testing import Batch, Segment, Trigger
+
+__all__ = ["Regressor", "WindowDataset", "collate", "loader", "make_trainer", "run_demo"]
+
+N_FEATURES = 6
+
+
+class WindowDataset(Dataset):
+    """``n`` windows over three synthetic subjects, with stimulus triggers in five groups."""
+
+    def __init__(self, n: int, *, n_outputs: int = 3, seed: int = 0, prefix: str = "rec") -> None:
+        generator = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(n, N_FEATURES, generator=generator)
+        self.y = torch.randn(n, n_outputs, generator=generator)
+        self.subjects = torch.arange(n) % 3
+        self.prefix = prefix
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, Segment, int]:
+        segment = Segment(
+            timeline=f"{self.prefix}-sub{int(self.subjects[i])}",
+            trigger=Trigger(text=f"stim-{i % 5}", category="word"),
+        )
+        return self.x[i], self.y[i], segment, int(self.subjects[i])
+
+
+def collate(items: list[tuple[tp.Any, ...]]) -> Batch:
+    """Stack windows into a neuralbench-shaped batch."""
+    x, y, segments, subjects = zip(*items, strict=True)
+    return Batch(
+        segments=list(segments),
+        data={"x": torch.stack(x), "y": torch.stack(y), "subject_id": torch.tensor(subjects)},
+    )
+
+
+def loader(n: int, batch_size: int = 8, **kwargs: tp.Any) -> DataLoader:
+    return DataLoader(WindowDataset(n, **kwargs), batch_size=batch_size, collate_fn=collate)
+
+
+class Regressor(pl.LightningModule):
+    """A linear decoder; ``mutate_outputs`` reuses one output buffer across steps (a model
+    bug nbstream must not turn into silently wrong files)."""
+
+    def __init__(self, n_outputs: int = 3, mutate_outputs: bool = False) -> None:
+        super().__init__()
+        self.net = torch.nn.Linear(N_FEATURES, n_outputs)
+        self.mutate_outputs = mutate_outputs
+        self.buffer: torch.Tensor | None = None
+
+    def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> tp.Any:
+        y_pred = self.net(batch.data["x"])
+        if self.mutate_outputs:
+            if self.buffer is None or self.buffer.shape != y_pred.shape:
+                self.buffer = torch.empty_like(y_pred)
+            self.buffer.copy_(y_pred)
+            y_pred = self.buffer
+        return y_pred, batch.data["y"]
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def make_trainer(**kwargs: tp.Any) -> pl.Trainer:
+    """A quiet single-CPU trainer."""
+    options: dict[str, tp.Any] = {
+        "accelerator": "cpu",
+        "devices": 1,
+        "logger": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "enable_checkpointing": False,
+    }
+    options.update(kwargs)
+    return pl.Trainer(**options)
+
+
+def run_demo(
+    folder: str | Path, *, n_windows: int = 4096, n_voxels: int = 20_484, batch_size: int = 32
+) -> dict[str, tp.Any]:
+    """Test a decoder of ``n_voxels`` outputs with the collector, read back, summarize."""
+    from nbstream.collector import WindowPredictionCollector
+    from nbstream.reader import read_predictions
+
+    folder = Path(folder)
+    model = Regressor(n_outputs=n_voxels)
+    collector = WindowPredictionCollector(folder)
+    trainer = make_trainer(callbacks=[collector])
+    dataloader = loader(n_windows, batch_size, n_outputs=n_voxels)
+    start = time.perf_counter()
+    trainer.test(model, dataloaders=dataloader, verbose=False)
+    test_seconds = time.perf_counter() - start
+    preds = read_predictions(folder)
+    y_pred = torch.from_numpy(preds["y_pred"][:256].copy())
+    y_true = torch.from_numpy(preds["y_true"][:256].copy())
+    nbytes = sum(p.stat().st_size for p in folder.iterdir())
+    return {
+        "folder": str(folder.resolve()),
+        "windows": len(preds["metadata"]),
+        "y_pred": f"{preds['y_pred'].dtype} {tuple(preds['y_pred'].shape)}",
+        "y_true": f"{preds['y_true'].dtype} {tuple(preds['y_true'].shape)}",
+        "metadata columns": ", ".join(preds["metadata"].columns),
+        "subjects": int(preds["metadata"]["subject_id"].nunique()),
+        "bytes on disk": nbytes,
+        "test loop seconds": round(test_seconds, 3),
+        "write throughput MB/s": round(nbytes / test_seconds / 1e6, 1),
+        "mse of the first 256 windows": round(float(((y_pred - y_true) ** 2).mean()), 4),
+    }
