@@ -78,7 +78,7 @@ def storage_dtype(dtype: torch.dtype) -> tuple[str, np.dtype]:
     return np_dtype.name, np_dtype
 
 
-def _header(descr: str, shape: tuple[int, ...], total_bytes: int | None = None) -> bytes:
+def _header(descr: tp.Any, shape: tuple[int, ...], total_bytes: int | None = None) -> bytes:
     """An NPY 1.0 header for ``shape``, space-padded to ``total_bytes`` (64-aligned)."""
     text = repr({"descr": descr, "fortran_order": False, "shape": shape}).encode("latin1")
     if total_bytes is None:

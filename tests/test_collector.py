@@ -279,3 +279,30 @@ def test_capacity_comes_from_the_number_of_test_batches(
     trainer = FakeTrainer(num_test_batches=[10, 5])
     run_epoch(collector, [((torch.ones(8, 2), torch.ones(8)), make_batch(8))], trainer=trainer)
     assert capacities == [120, 120]
+
+
+def open_files() -> set[str]:
+    fd_dir = Path("/proc/self/fd")
+    names = set()
+    for fd in fd_dir.iterdir():
+        try:
+            names.add(os.readlink(fd))
+        except OSError:
+            continue
+    return names
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs /proc")
+@pytest.mark.parametrize("stop", ["end", "exception"])
+def test_no_file_handles_or_threads_leak(tmp_path: Path, stop: str) -> None:
+    import threading
+
+    collector = WindowPredictionCollector(tmp_path)
+    trainer = FakeTrainer(num_test_batches=[3])
+    run_epoch(collector, [((torch.ones(4, 2), torch.ones(4)), make_batch(4))] * 3, end=False)
+    if stop == "end":
+        collector.on_test_epoch_end(trainer, None)
+    else:
+        collector.on_exception(trainer, None, KeyboardInterrupt())
+    assert not [f for f in open_files() if f.startswith(str(tmp_path))]
+    assert "nbstream-writer" not in {t.name for t in threading.enumerate()}
