@@ -47,6 +47,14 @@ def _as_list(values: tp.Any) -> list[tp.Any]:
     return list(values) if isinstance(values, list | tuple) else [values]
 
 
+def _one_type(values: list[tp.Any]) -> list[tp.Any]:
+    """Values of one type as they are; mixed types (``"a"`` and ``1``) as strings, since a
+    typed table column holds one type."""
+    if len({type(v) for v in values}) <= 1:
+        return values
+    return [str(v) for v in values]
+
+
 class WindowMetadata:
     """Accumulates metadata columns batch by batch (on the writer thread)."""
 
@@ -107,8 +115,8 @@ class WindowMetadata:
             "dataloader_idx": np.asarray(self.dataloader_idx, dtype=np.int64),
         }
         if self.every_batch_has_subject and self.timeline:
-            columns["subject_id"] = self.subject_id
+            columns["subject_id"] = _one_type(self.subject_id)
         if self.every_window_has_group and self.timeline:
-            columns["group"] = self.group
+            columns["group"] = _one_type(self.group)
         frame = pd.DataFrame(columns)
         return frame if n_rows is None else frame.iloc[:n_rows].reset_index(drop=True)

@@ -108,7 +108,7 @@ def _load_manifest(folder: Path) -> dict[str, tp.Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise CorruptPredictionsError(f"{path} is not an nbstream manifest")
     version = manifest.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not _is_count(version) or version > FORMAT_VERSION:
         raise CorruptPredictionsError(
             f"{path} has format_version {version!r}; this nbstream reads up to "
             f"{FORMAT_VERSION}: upgrade nbstream"
@@ -119,13 +119,29 @@ def _load_manifest(folder: Path) -> dict[str, tp.Any]:
             "the test again"
         )
     n_windows = manifest.get("n_windows")
-    if (
-        not isinstance(n_windows, int)
-        or n_windows < 0
-        or not isinstance(manifest.get("arrays"), dict)
-    ):
+    if not _is_count(n_windows) or not isinstance(manifest.get("arrays"), dict):
         raise CorruptPredictionsError(f"{path} lacks a valid n_windows or arrays entry")
+    for name, info in manifest["arrays"].items():
+        if not (
+            isinstance(info, dict)
+            and isinstance(info.get("file"), str)
+            and isinstance(info.get("dtype"), str)
+            and isinstance(info.get("shape"), list)
+            and all(_is_count(d) for d in info["shape"])
+            and _is_count(info.get("header_bytes"))
+        ):
+            raise CorruptPredictionsError(
+                f"{path}: entry of array {name!r} needs file, dtype, shape (counts) and "
+                f"header_bytes; got {info!r}"
+            )
+    metadata = manifest.get("metadata")
+    if not (isinstance(metadata, dict) and isinstance(metadata.get("columns"), dict)):
+        raise CorruptPredictionsError(f"{path}: the metadata entry needs file and columns")
     return manifest
+
+
+def _is_count(value: tp.Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _inside(folder: Path, name: tp.Any) -> Path:
@@ -267,7 +283,12 @@ def _legacy_array(
 ) -> np.ndarray:
     path = _legacy_path(folder, entry.get("filename"), key)
     if entry["#type"] == "NumpyArray":
-        return np.load(path, allow_pickle=False)
+        try:
+            return np.load(path, allow_pickle=False)
+        except (ValueError, EOFError, OSError) as exc:
+            raise CorruptPredictionsError(
+                f"{path} (entry {key!r}) is truncated or not a readable .npy file ({exc})"
+            ) from exc
     dtype = np.dtype(entry["dtype"])
     if dtype.hasobject:
         raise UnsupportedEntryError(f"entry {key!r} has object dtype; refusing to read it")
@@ -290,5 +311,5 @@ def _legacy_table(folder: Path, entry: dict[str, tp.Any]) -> tp.Any:
 
     path = _legacy_path(folder, entry.get("filename"), "metadata")
     if entry["#type"] == "ParquetPandasDataFrame":
-        return pd.read_parquet(path)
+        return pd.read_parquet(path, dtype_backend="numpy_nullable")  # as exca reads it
     return pd.read_csv(path, index_col=0, keep_default_na=False, na_values=[""])

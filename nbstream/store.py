@@ -58,8 +58,11 @@ _MAX_ROWS_DIGITS = 10**19  # any int64 row count has at most this many digits
 _MIN_CAPACITY_BYTES = 4 << 20
 
 # Files a run of nbstream or of the default (exca CacheDict) collector leaves in its folder.
-_OWN_SUFFIXES = (".npy", ".parquet", ".json", PARTIAL_SUFFIX, "-info.jsonl")
-_OWN_NAMES = {".exca-last-use", "data"}
+_OWN_FILES = {"y_pred.npy", "y_true.npy", METADATA_NAME, MANIFEST_NAME}
+_OWN_NAMES = (
+    _OWN_FILES | {name + PARTIAL_SUFFIX for name in _OWN_FILES} | {".exca-last-use", "data"}
+)
+_OWN_SUFFIXES = ("-info.jsonl",)
 
 
 def storage_dtype(dtype: torch.dtype) -> tuple[str, np.dtype]:
@@ -69,6 +72,8 @@ def storage_dtype(dtype: torch.dtype) -> tuple[str, np.dtype]:
     if dtype == torch.bfloat16:
         return "bfloat16", np.dtype("<u2")
     try:
+        if dtype.is_complex and dtype.itemsize < 8:
+            raise TypeError(f"numpy has no {dtype}")  # and torch warns on creating one
         np_dtype = torch.empty(0, dtype=dtype).numpy().dtype
     except TypeError as exc:
         raise TypeError(
@@ -126,7 +131,7 @@ class GrowableNpy:
             os.pwrite(self._fd, _header(descr, (0, *self.row_shape), self.header_bytes), 0)
             self._reserve(max(1, capacity))
         except BaseException:
-            os.close(self._fd)
+            self._close_fd()
             self.partial_path.unlink(missing_ok=True)
             raise
 
@@ -181,7 +186,7 @@ class GrowableNpy:
             if self._fsync:
                 os.fsync(self._fd)
         finally:
-            os.close(self._fd)
+            self._close_fd()
         os.replace(self.partial_path, self.path)
         return {
             "file": self.path.name,
@@ -193,8 +198,14 @@ class GrowableNpy:
     def discard(self) -> None:
         """Close without publishing; the ``.partial`` file stays as evidence of the stop."""
         self._unmap()
-        with contextlib.suppress(OSError):
-            os.close(self._fd)
+        self._close_fd()
+
+    def _close_fd(self) -> None:
+        """Close the file once: a stale number could name another file opened since."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 class PredictionStore:
@@ -249,8 +260,9 @@ class PredictionStore:
         n_windows = self.n_windows
         if len(metadata) != n_windows:
             raise RuntimeError(f"{len(metadata)} metadata rows for {n_windows} windows")
-        arrays = {name: array.close() for name, array in self.arrays.items()}
-        self.arrays = {}
+        arrays = {}
+        for name in list(self.arrays):
+            arrays[name] = self.arrays.pop(name).close()  # a closed array is never discarded
         meta_path = self.folder / METADATA_NAME
         _publish(meta_path, lambda tmp: metadata.to_parquet(tmp, index=False), fsync=self.fsync)
         manifest = {
