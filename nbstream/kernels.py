@@ -49,13 +49,20 @@ prange = range
 # --------------------------------------------------------------------------- kernels
 
 
-def _k_copy(dst: np.ndarray, src: np.ndarray, chunk: int) -> None:
-    """dst[:] = src for 1-D uint8 arrays, in parallel chunks (a memcpy on all cores)."""
-    n = src.shape[0]
-    for c in prange((n + chunk - 1) // chunk):
-        lo = c * chunk
-        hi = min(lo + chunk, n)
-        dst[lo:hi] = src[lo:hi]
+def _k_copy_spans(
+    dst: np.ndarray, src: np.ndarray, dst_at: np.ndarray, src_at: np.ndarray, size: np.ndarray
+) -> None:
+    """dst[dst_at[t]:][:size[t]] = src[src_at[t]:][:size[t]] for every task t, in parallel.
+
+    Bytes (1-D uint8), so every dtype copies the same way. One call copies many parts (a
+    block of them), because each parallel region costs a barrier: per-part calls would make
+    a few-MiB part wait on a thread the OS has descheduled.
+    """
+    for t in prange(size.shape[0]):
+        d = dst[dst_at[t] : dst_at[t] + size[t]]
+        s = src[src_at[t] : src_at[t] + size[t]]
+        for i in range(d.shape[0]):  # from 0: no negative-index checks, so LLVM vectorizes
+            d[i] = s[i]
 
 
 def _k_gather_rows(src: np.ndarray, rows: np.ndarray, out: np.ndarray) -> None:
@@ -97,6 +104,28 @@ def _k_group_rows(inverse: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, 
         order[fill[g]] = i
         fill[g] += 1
     return order, offsets
+
+
+def _k_group_mean(values: np.ndarray, order: np.ndarray, offsets: np.ndarray, out: np.ndarray):
+    """out[g] = mean of group g's rows, all rows in RAM, parallel over runs of groups.
+
+    One float64 accumulator row per task stays in L1 while the group's rows stream in, and
+    the mean is stored straight into the output dtype: no (k, d) float64 temporary.
+    """
+    k = out.shape[0]
+    d = values.shape[1]
+    n_tasks = min(k, 1024)
+    for t in prange(n_tasks):
+        acc = np.empty(d, np.float64)
+        for g in range(t * k // n_tasks, (t + 1) * k // n_tasks):
+            acc[:] = 0.0
+            for p in range(offsets[g], offsets[g + 1]):
+                r = order[p]
+                for c in range(d):
+                    acc[c] += values[r, c]
+            count = offsets[g + 1] - offsets[g]
+            for c in range(d):
+                out[g, c] = acc[c] / count
 
 
 def _k_group_sum_block(
@@ -149,6 +178,12 @@ def _k_group_diff_block(
         bad = n_diff[g]
         while p < stop and order[p] < end:
             r = order[p] - row0
+            same = True
+            for c in range(d):  # vectorized fast path: most rows equal their group's first
+                same &= block[r, c] == ref[g, c]
+            p += 1
+            if same:
+                continue
             row_differs = False
             for c in range(d):
                 a = block[r, c]
@@ -157,16 +192,21 @@ def _k_group_diff_block(
                     row_differs = True
                     diff = abs(np.float64(a) - np.float64(b))
                     if diff != diff:
-                        diff = np.inf
+                        diff = np.float64(np.inf)
                     worst = max(worst, diff)
             bad += row_differs
-            p += 1
         cursor[g] = p
         max_diff[g] = worst
         n_diff[g] = bad
 
 
-_PARALLEL_KERNELS = {"_k_copy", "_k_gather_rows", "_k_group_sum_block", "_k_group_diff_block"}
+_PARALLEL_KERNELS = {
+    "_k_copy_spans",
+    "_k_gather_rows",
+    "_k_group_mean",
+    "_k_group_sum_block",
+    "_k_group_diff_block",
+}
 _compile_lock = threading.Lock()
 
 
@@ -183,6 +223,7 @@ def _kernel(name: str) -> Callable[..., Any]:
 # --------------------------------------------------------------------------- memory pages
 
 _MADV_DONTNEED = 4
+_MADV_POPULATE_WRITE = 23
 _libc_madvise: Callable[..., int] | None = None
 
 
@@ -196,6 +237,30 @@ def _shared_file_mapping(arr: np.ndarray) -> bool:
     return False
 
 
+def _madvise(arr: np.ndarray, advice: int) -> None:
+    """madvise(2) over arr's pages; best effort (an old kernel may not know the advice)."""
+    global _libc_madvise
+    if _libc_madvise is None:
+        fn = ctypes.CDLL(None, use_errno=True).madvise
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        fn.restype = ctypes.c_int
+        _libc_madvise = fn
+    page = os.sysconf("SC_PAGE_SIZE")
+    lo = _address(arr)
+    start = lo - lo % page
+    _libc_madvise(start, lo + arr.nbytes - start, advice)
+
+
+def _prefault(arr: np.ndarray) -> None:
+    """Map a writable memmap block's pages in one call (MADV_POPULATE_WRITE, Linux 5.14+).
+
+    Why: filling a new file through a mapping otherwise takes one page fault per 4 KiB page,
+    several times the cost of copying the page.
+    """
+    if arr.nbytes and sys.platform.startswith("linux") and _shared_file_mapping(arr):
+        _madvise(arr, _MADV_POPULATE_WRITE)
+
+
 def _release(arr: np.ndarray) -> None:
     """Drop arr's pages from this process's resident set (Linux; shared file mappings only).
 
@@ -204,18 +269,8 @@ def _release(arr: np.ndarray) -> None:
     the data stays in the page cache (dirty pages are still written back), and a later access
     maps it again. Never applied to anonymous or copy-on-write memory, where it would zero it.
     """
-    global _libc_madvise
-    if arr.nbytes == 0 or not sys.platform.startswith("linux") or not _shared_file_mapping(arr):
-        return
-    if _libc_madvise is None:
-        fn = ctypes.CDLL(None, use_errno=True).madvise
-        fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        fn.restype = ctypes.c_int
-        _libc_madvise = fn
-    page = os.sysconf("SC_PAGE_SIZE")
-    lo = arr.__array_interface__["data"][0]
-    start = lo - lo % page
-    _libc_madvise(start, lo + arr.nbytes - start, _MADV_DONTNEED)  # best effort
+    if arr.nbytes and sys.platform.startswith("linux") and _shared_file_mapping(arr):
+        _madvise(arr, _MADV_DONTNEED)
 
 
 # --------------------------------------------------------------------------- concatenation
@@ -285,13 +340,9 @@ def _validate_parts(parts: Sequence[np.ndarray]) -> list[np.ndarray]:
     return arrays
 
 
-def _open_out(
-    out: np.ndarray | str | os.PathLike[str] | None, shape: tuple[int, ...], dtype: np.dtype
-) -> np.ndarray:
+def _open_out(out: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     if out is None:
         return np.empty(shape, dtype)
-    if isinstance(out, str | os.PathLike):
-        return np.lib.format.open_memmap(os.fspath(out), mode="w+", dtype=dtype, shape=shape)
     if not isinstance(out, np.ndarray):
         raise TypeError(
             f"out is a {type(out).__name__}; expected None, a numpy array or a path (str or "
@@ -307,29 +358,72 @@ def _open_out(
     return out
 
 
+class _SpanBatch:
+    """Parts (byte spans of one source buffer) waiting to be copied by one kernel call."""
+
+    def __init__(self, out: np.ndarray) -> None:
+        self.out = out
+        self.dst = np.asarray(out).reshape(-1).view(np.uint8)
+        self.root: np.ndarray | None = None
+        self.spans: list[tuple[np.ndarray, int, int]] = []  # (source bytes, src_at, dst_at)
+        self.nbytes = 0
+
+    def add(self, src: np.ndarray, root: np.ndarray, dst_at: int) -> None:
+        if self.spans and (root is not self.root or self.nbytes + src.nbytes > _block_bytes()):
+            self.flush()
+        self.root = root
+        self.spans.append((src, _address(src) - _address(root), dst_at))
+        self.nbytes += src.nbytes
+
+    def flush(self) -> None:
+        """Copy the pending spans in one parallel call, then release their pages."""
+        if not self.spans or self.root is None:
+            return
+        chunk = _cfg.COPY_CHUNK_BYTES
+        tasks = [
+            (dst_at + lo, src_at + lo, min(chunk, src.nbytes - lo))
+            for src, src_at, dst_at in self.spans
+            for lo in range(0, src.nbytes, chunk)
+        ]
+        dst_at, src_at, size = np.array(tasks, np.int64).T.copy()
+        root_bytes = np.asarray(self.root).reshape(-1).view(np.uint8)
+        first = self.spans[0][2]
+        _prefault(self.out.reshape(-1).view(np.uint8)[first : first + self.nbytes])
+        _kernel("_k_copy_spans")(self.dst, root_bytes, dst_at, src_at, size)
+        for src, _, _ in self.spans:
+            _release(src)
+        _release(self.out.reshape(-1).view(np.uint8)[first : first + self.nbytes])
+        self.spans, self.nbytes = [], 0
+
+
+def _block_bytes() -> int:
+    return max(1, _cfg.STREAM_BLOCK_BYTES)
+
+
 def _copy_parts(parts: list[np.ndarray], out: np.ndarray) -> None:
-    """Copy parts into consecutive rows of out, releasing memmap pages block by block."""
+    """Copy parts into consecutive rows of out, a block of parts per kernel call.
+
+    Memmap pages are handed back after each block, so RSS stays about one block.
+    """
     if out.nbytes < _cfg.SERIAL_MAX_BYTES or not out.flags.c_contiguous:
         row = 0
         for p in parts:
             out[row : row + p.shape[0]] = p
             row += p.shape[0]
         return
-    copy = _kernel("_k_copy")
-    dst = np.asarray(out).reshape(-1).view(np.uint8)
-    block, pos, row = _cfg.STREAM_BLOCK_BYTES, 0, 0
+    batch, pos, row = _SpanBatch(out), 0, 0
     for p in parts:
-        if p.flags.c_contiguous and p.nbytes:
-            src = np.asarray(p).reshape(-1).view(np.uint8)
-            for lo in range(0, src.shape[0], block):
-                hi = min(lo + block, src.shape[0])
-                copy(dst[pos + lo : pos + hi], src[lo:hi], _cfg.COPY_CHUNK_BYTES)
-                _release(p.reshape(-1).view(np.uint8)[lo:hi])
-                _release(out.reshape(-1).view(np.uint8)[pos + lo : pos + hi])
-        elif p.nbytes:
+        root = _root(p)
+        if p.nbytes and p.flags.c_contiguous and root.flags.c_contiguous:
+            flat = p.reshape(-1).view(np.uint8)
+            for lo in range(0, p.nbytes, _block_bytes()):  # a huge part: several blocks
+                batch.add(flat[lo : lo + _block_bytes()], root, pos + lo)
+        elif p.nbytes:  # strided: numpy copies it
+            batch.flush()
             out[row : row + p.shape[0]] = p
         pos += p.nbytes
         row += p.shape[0]
+    batch.flush()
 
 
 def concatenate(
@@ -371,7 +465,7 @@ def concatenate(
     path = Path(out)
     partial = path.with_name(path.name + ".partial")
     try:
-        result = _open_out(partial, shape, dtype)
+        result = np.lib.format.open_memmap(partial, mode="w+", dtype=dtype, shape=shape)
         _copy_parts(arrays, result)
         os.replace(partial, path)
     except BaseException:
@@ -481,7 +575,7 @@ def _restore(flat: np.ndarray, values: np.ndarray, dtype: np.dtype) -> np.ndarra
     """(k, d) kernel output back to (k, ...) in ``dtype`` (complex from re, im pairs)."""
     k = flat.shape[0]
     if dtype.kind == "c":
-        real = flat.astype(np.empty(0, dtype).real.dtype)
+        real = flat.astype(np.empty(0, dtype).real.dtype, copy=False)
         return real.view(dtype).reshape(k, *values.shape[1:])
     return flat.astype(dtype, copy=False).reshape(k, *values.shape[1:])
 
@@ -503,6 +597,16 @@ def group_reduce(
     k, d = index.counts.shape[0], _row_width(values)
     out_dtype = values.dtype if values.dtype.kind in "fc" else np.dtype(np.float64)
     kdtype = _kernel_dtype(_real_view(values[:0]).dtype, exact=False)
+    if (
+        values.nbytes >= _cfg.SERIAL_MAX_BYTES
+        and values.flags.c_contiguous
+        and not _shared_file_mapping(values)
+        and _real_view(values[:0]).dtype == kdtype
+    ):  # in RAM, as the kernel reads it: one pass, written straight into the result
+        rows = np.asarray(_real_view(values)).reshape(values.shape[0], d)
+        out = np.empty((k, d), kdtype)
+        _kernel("_k_group_mean")(rows, index.order, index.offsets, out)
+        return _restore(out, values, out_dtype)
     acc = np.zeros((k, d), np.float64)
     if values.nbytes < _cfg.SERIAL_MAX_BYTES:
         if k:
