@@ -107,7 +107,7 @@ def _load_manifest(folder: Path) -> dict[str, tp.Any]:
         raise CorruptPredictionsError(f"{path} is not valid JSON ({exc})") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise CorruptPredictionsError(f"{path} is not an nbstream manifest")
-    version = manifest.get("format_version")
+    version: tp.Any = manifest.get("format_version")
     if not _is_count(version) or version > FORMAT_VERSION:
         raise CorruptPredictionsError(
             f"{path} has format_version {version!r}; this nbstream reads up to "
