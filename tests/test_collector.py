@@ -265,20 +265,12 @@ def test_interrupted_epoch_is_published_as_stopped(tmp_path: Path) -> None:
 
 
 def test_capacity_comes_from_the_number_of_test_batches(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, reservations: list[int]
 ) -> None:
-    capacities: list[int] = []
-    original = GrowableNpy._reserve
-
-    def spy(self: GrowableNpy, capacity: int) -> None:
-        capacities.append(capacity)
-        original(self, capacity)
-
-    monkeypatch.setattr(GrowableNpy, "_reserve", spy)
     collector = WindowPredictionCollector(tmp_path)
     trainer = FakeTrainer(num_test_batches=[10, 5])
     run_epoch(collector, [((torch.ones(8, 2), torch.ones(8)), make_batch(8))], trainer=trainer)
-    assert capacities == [120, 120]
+    assert reservations == [120, 120]
 
 
 def open_files() -> set[str]:

@@ -24,7 +24,6 @@ from nbstream import (
     read_predictions,
 )
 from nbstream.demo import Regressor, WindowDataset, loader, make_trainer
-from nbstream.store import GrowableNpy
 
 
 def expected_predictions(model: Regressor, datasets: list[WindowDataset]) -> np.ndarray:
@@ -32,15 +31,7 @@ def expected_predictions(model: Regressor, datasets: list[WindowDataset]) -> np.
         return np.concatenate([model.net(d.x).numpy() for d in datasets])
 
 
-def test_two_dataloaders_with_growth(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    reservations: list[int] = []
-    original = GrowableNpy._reserve
-
-    def spy(self: GrowableNpy, capacity: int) -> None:
-        reservations.append(capacity)
-        original(self, capacity)
-
-    monkeypatch.setattr(GrowableNpy, "_reserve", spy)
+def test_two_dataloaders_with_growth(tmp_path: Path, reservations: list[int]) -> None:
     model = Regressor()
     # The first batch has 2 windows, so the capacity estimate (batches x 2) is too small.
     loaders = [loader(21, batch_size=2, seed=1, prefix="a"), loader(70, batch_size=16, seed=2)]
