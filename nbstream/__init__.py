@@ -32,7 +32,10 @@ __all__ = [
     "WindowPredictionCollector",
     "WriterError",
     "__version__",
+    "concatenate",
+    "convert_legacy",
     "read_predictions",
+    "retrieval_set",
 ]
 
 # name -> module that defines it, imported on first attribute access (PEP 562)
@@ -40,11 +43,17 @@ _LAZY = {
     "WindowPredictionCollector": "nbstream.collector",
     "read_predictions": "nbstream.reader",
     "StoppedEarlyWarning": "nbstream.reader",
+    "concatenate": "nbstream.kernels",
+    "convert_legacy": "nbstream.convert",
+    "retrieval_set": "nbstream.retrieval",
 }
 
 if tp.TYPE_CHECKING:
     from nbstream.collector import WindowPredictionCollector
+    from nbstream.convert import convert_legacy
+    from nbstream.kernels import concatenate
     from nbstream.reader import StoppedEarlyWarning, read_predictions
+    from nbstream.retrieval import retrieval_set
 
 
 def __getattr__(name: str) -> tp.Any:

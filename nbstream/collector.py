@@ -41,6 +41,7 @@ class _Run:
             synchronous=collector.synchronous,
             max_inflight_bytes=collector.max_inflight_bytes,
             copy_cpu_outputs=collector.copy_cpu_outputs,
+            on_idle=self.store.sync_some,
         )
         self.metadata = WindowMetadata(collector.group_field)
         self.expected: dict[str, tuple[torch.dtype, tuple[int, ...]]] = {}

@@ -241,7 +241,12 @@ def _legacy_entries(folder: Path) -> dict[str, dict[str, tp.Any]]:
     return entries
 
 
-def _read_legacy_folder(folder: Path) -> dict[str, tp.Any]:
+def _legacy_layout(folder: Path) -> tuple[dict[str, dict[str, tp.Any]], dict[str, list[str]]]:
+    """The checked entries of a default-collector folder, and each array's chunk keys in order.
+
+    Reads only the ``*-info.jsonl`` lines: an entry that would need unpickling is refused
+    before anything is loaded, and a folder without metadata is an interrupted run.
+    """
     entries = _legacy_entries(folder)
     for key, entry in entries.items():
         kind = entry.get("#type")
@@ -260,10 +265,15 @@ def _read_legacy_folder(folder: Path) -> dict[str, tp.Any]:
         match = _CHUNK_KEY.match(key)
         if match:
             chunks[match.group(1)].append((int(match.group(2)), key))
+    return entries, {name: [key for _, key in sorted(chunks[name])] for name in _ARRAYS}
+
+
+def _read_legacy_folder(folder: Path) -> dict[str, tp.Any]:
+    entries, chunk_keys = _legacy_layout(folder)
     maps: dict[Path, np.memmap] = {}
     result: dict[str, tp.Any] = {"metadata": _legacy_table(folder, entries["metadata"])}
     for name in _ARRAYS:
-        parts = [_legacy_array(folder, key, entries[key], maps) for _, key in sorted(chunks[name])]
+        parts = [_legacy_array(folder, key, entries[key], maps) for key in chunk_keys[name]]
         result[name] = np.concatenate(parts) if parts else np.empty((0,), dtype=np.float32)
     return {"metadata": result["metadata"], "y_true": result["y_true"], "y_pred": result["y_pred"]}
 

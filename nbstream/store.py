@@ -56,6 +56,7 @@ _HEADER_ALIGN = 64
 _PREFIX_BYTES = 10  # magic (6) + version (2) + header length (2) of NPY 1.0
 _MAX_ROWS_DIGITS = 10**19  # any int64 row count has at most this many digits
 _MIN_CAPACITY_BYTES = 4 << 20
+_SYNC_CHUNK_BYTES = 64 << 20
 
 # Files a run of nbstream or of the default (exca CacheDict) collector leaves in its folder.
 _OWN_FILES = {"y_pred.npy", "y_true.npy", METADATA_NAME, MANIFEST_NAME}
@@ -119,6 +120,7 @@ class GrowableNpy:
         self.row_shape = tuple(int(d) for d in row_shape)
         self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * dtype.itemsize
         self.rows = 0
+        self.synced_rows = 0
         self._fsync = fsync
         descr = np.lib.format.dtype_to_descr(self.np_dtype)
         self._descr = descr
@@ -195,6 +197,11 @@ class GrowableNpy:
             "header_bytes": self.header_bytes,
         }
 
+    def sync(self) -> None:
+        """Write the rows so far to the disk now, so that closing has little left to wait for."""
+        os.fdatasync(self._fd)
+        self.synced_rows = self.rows
+
     def discard(self) -> None:
         """Close without publishing; the ``.partial`` file stays as evidence of the stop."""
         self._unmap()
@@ -244,6 +251,18 @@ class PredictionStore:
         if len(counts) > 1:
             raise RuntimeError(f"arrays hold different row counts: {self._row_counts()}")
         return counts.pop() if counts else 0
+
+    def sync_some(self, min_bytes: int = _SYNC_CHUNK_BYTES) -> None:
+        """With ``fsync``: push arrays holding ``min_bytes`` of unsynced rows to the disk.
+
+        The writer calls it when idle, spreading the disk writes over the test loop
+        instead of making the end of the epoch wait for all of them.
+        """
+        if not self.fsync:
+            return
+        for array in self.arrays.values():
+            if (array.rows - array.synced_rows) * array.row_bytes >= min_bytes:
+                array.sync()
 
     def truncate(self, n_rows: int) -> None:
         """Keep only the first ``n_rows`` rows of every array (what a stopped run kept whole)."""

@@ -101,7 +101,8 @@ class Writer:
     ``synchronous=True`` does the same work inline in ``submit`` (for debugging and for the
     conformance tests). ``copy_cpu_outputs``: ``None`` copies only CPU tensors whose
     in-place changes torch cannot detect, ``True`` copies every CPU tensor on the main
-    thread, ``False`` trusts the caller never to change a submitted tensor.
+    thread, ``False`` trusts the caller never to change a submitted tensor. ``on_idle``
+    runs on the thread whenever the queue runs empty.
     """
 
     def __init__(
@@ -111,10 +112,12 @@ class Writer:
         synchronous: bool = False,
         max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES,
         copy_cpu_outputs: bool | None = None,
+        on_idle: tp.Callable[[], None] | None = None,
     ) -> None:
         if max_inflight_bytes <= 0:
             raise ValueError(f"max_inflight_bytes must be positive, got {max_inflight_bytes}")
         self._sink = sink
+        self._on_idle = on_idle
         self.synchronous = synchronous
         self.max_inflight_bytes = int(max_inflight_bytes)
         self.copy_cpu_outputs = copy_cpu_outputs
@@ -302,6 +305,18 @@ class Writer:
                 with self._cond:
                     self._inflight -= batch.nbytes
                     self._cond.notify_all()
+            if self._on_idle is not None and self._error is None and self._queue.empty():
+                self._run_idle_work()
+
+    def _run_idle_work(self) -> None:
+        """Background work while the test loop computes (e.g. flushing to disk early)."""
+        assert self._on_idle is not None
+        try:
+            self._on_idle()
+        except BaseException as exc:
+            error = WriterError(f"idle work failed: {type(exc).__name__}: {exc}")
+            error.__cause__ = exc
+            self._error = error
 
     def _write(self, batch: _Batch) -> None:
         """Write one batch; record (not raise) the first failure for the caller."""

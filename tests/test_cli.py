@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from nbstream.cli import main
 
@@ -38,3 +39,33 @@ def test_unknown_command_exits_with_usage(capsys: pytest.CaptureFixture[str]) ->
         main(["frobnicate"])
     assert info.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_convert_summarizes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.test_convert import _write_legacy
+
+    src = _write_legacy(tmp_path / "preds", [4, 3], pred=(torch.float16, (6,)))
+    assert main(["convert", str(src), "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    (line,) = captured.out.splitlines()
+    assert line.startswith(f"nbstream: converted {src} -> {tmp_path / 'preds-nbstream'}: 7 windows")
+    assert "y_pred float16 (7, 6), y_true int64 (7,)" in line
+    assert line.endswith(" s")
+    assert (tmp_path / "preds-nbstream" / "manifest.json").exists()
+
+
+def test_convert_errors_exit_1_without_traceback(tmp_path: Path) -> None:
+    (tmp_path / "preds").mkdir()
+    (tmp_path / "preds" / "notes.txt").write_text("x")
+    done = subprocess.run(
+        [sys.executable, "-m", "nbstream.cli", "convert", str(tmp_path / "preds")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.startswith("nbstream convert: error: ")
+    assert "holds no default-collector predictions" in done.stderr
+    assert "Traceback" not in done.stderr

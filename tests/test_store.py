@@ -700,3 +700,16 @@ def test_failed_finalize_then_discard_leaves_other_files_open(
             with contextlib.suppress(OSError):
                 os.close(fd)
     assert not (tmp_path / MANIFEST_NAME).exists()
+
+
+def test_sync_some_flushes_only_arrays_with_enough_unsynced_bytes(tmp_path: Path) -> None:
+    store = PredictionStore(tmp_path)
+    store.append("y_pred", torch.ones(100, 10))  # 4,000 bytes
+    store.append("y_true", torch.ones(100))  # 400 bytes
+    store.sync_some(min_bytes=1000)
+    assert store.arrays["y_pred"].synced_rows == 100
+    assert store.arrays["y_true"].synced_rows == 0
+    unsynced = PredictionStore(tmp_path / "nofsync", fsync=False)
+    unsynced.append("y_pred", torch.ones(100, 10))
+    unsynced.sync_some(min_bytes=1)
+    assert unsynced.arrays["y_pred"].synced_rows == 0

@@ -260,3 +260,24 @@ def test_forked_child_does_not_inherit_the_thread() -> None:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     writer.close()
+
+
+def test_idle_work_runs_when_the_queue_empties_and_its_failure_surfaces() -> None:
+    calls: list[int] = []
+    writer = Writer(RecordingSink(), on_idle=lambda: calls.append(1))
+    writer.submit({"y": torch.ones(3)}, label="batch 0")
+    deadline = time.monotonic() + 10
+    while not calls and time.monotonic() < deadline:
+        time.sleep(0.001)
+    writer.close()
+    assert calls, "the thread must run idle work after draining the queue"
+
+    def broken() -> None:
+        raise OSError(5, "Input/output error")
+
+    writer = Writer(RecordingSink(), on_idle=broken)
+    writer.submit({"y": torch.ones(3)}, label="batch 0")
+    while writer._error is None and time.monotonic() < deadline + 10:
+        time.sleep(0.001)
+    with pytest.raises(WriterError, match="idle work failed: OSError"):
+        writer.close()
