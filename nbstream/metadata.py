@@ -21,7 +21,14 @@ _FALLBACK_FIELDS = ("category", "filepath")
 
 
 def _field(obj: tp.Any, name: str) -> tp.Any:
-    value = obj.get(name) if isinstance(obj, tp.Mapping) else getattr(obj, name, None)
+    if isinstance(obj, dict):
+        value = obj.get(name)
+    else:
+        value = getattr(obj, name, None)
+        if value is None and isinstance(obj, tp.Mapping):
+            value = obj.get(name)
+    if type(value) is str:  # the common case, decided without the slower checks below
+        return value
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, os.PathLike):
@@ -34,7 +41,10 @@ def group_of(segment: tp.Any, group_field: str) -> tp.Any:
     trigger = getattr(segment, "trigger", None)
     if trigger is None:
         return None
-    for name in (group_field, *_FALLBACK_FIELDS):
+    value = _field(trigger, group_field)
+    if value is not None:
+        return value
+    for name in _FALLBACK_FIELDS:
         value = _field(trigger, name)
         if value is not None:
             return value
