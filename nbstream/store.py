@@ -14,8 +14,8 @@ On-disk format (``format_version`` 1) of a predictions folder::
                                "shape": [N, ...], "header_bytes": 128}, ...},
          "metadata": {"file": "metadata.parquet", "columns": {"timeline": "str", ...}}}
 
-While a run writes, every file carries a ``.partial`` suffix; each is renamed into place
-when complete and the manifest comes last, so a folder without ``manifest.json`` is an
+While a run writes, every file carries a ``.partial`` suffix (``manifest.json.partial``
+from the start); each is renamed into place when complete and the manifest comes last, so a folder without ``manifest.json`` is an
 interrupted run. An array file is preallocated (``posix_fallocate``, so a full disk fails
 with ``OSError`` at growth instead of ``SIGBUS`` inside a page fault) for an estimated row
 count and grows by doubling: rows already written stay where they are. Its header is
@@ -222,6 +222,10 @@ class PredictionStore:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.fsync = fsync
+        # Marks the folder as a run in progress until the manifest replaces it, so a run
+        # killed before its first rows reached the disk still reads as interrupted.
+        in_progress = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "complete": False}
+        (self.folder / (MANIFEST_NAME + PARTIAL_SUFFIX)).write_text(json.dumps(in_progress))
         self.capacity_hint: int | None = None
         self.arrays: dict[str, GrowableNpy] = {}
 

@@ -438,6 +438,7 @@ def test_discard_leaves_partial_files(tmp_path: Path) -> None:
     store.discard()
     assert store.arrays == {}
     assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "manifest.json.partial",  # the in-progress marker: the reader says "interrupted"
         "y_pred.npy.partial",
         "y_true.npy.partial",
     ]
@@ -621,7 +622,7 @@ def test_growable_refuses_unsupported_dtype(tmp_path: Path) -> None:
     store = PredictionStore(tmp_path, fsync=False)
     with pytest.raises(TypeError, match="cast the output in test_step"):
         store.append("y_pred", torch.zeros(2, 3).to(dtype))
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == ["manifest.json.partial"]
 
 
 def test_publish_unlinks_on_failure(tmp_path: Path) -> None:
@@ -713,3 +714,11 @@ def test_sync_some_flushes_only_arrays_with_enough_unsynced_bytes(tmp_path: Path
     unsynced.append("y_pred", torch.ones(100, 10))
     unsynced.sync_some(min_bytes=1)
     assert unsynced.arrays["y_pred"].synced_rows == 0
+
+
+def test_a_new_store_marks_the_folder_in_progress(tmp_path: Path) -> None:
+    from nbstream import IncompletePredictionsError, read_predictions
+
+    PredictionStore(tmp_path, fsync=False)  # a run that dies before any rows reach the disk
+    with pytest.raises(IncompletePredictionsError, match="interrupted"):
+        read_predictions(tmp_path)
