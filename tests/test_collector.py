@@ -298,3 +298,20 @@ def test_no_file_handles_or_threads_leak(tmp_path: Path, stop: str) -> None:
         collector.on_exception(trainer, None, KeyboardInterrupt())
     assert not [f for f in open_files() if f.startswith(str(tmp_path))]
     assert "nbstream-writer" not in {t.name for t in threading.enumerate()}
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_outputs_round_trip_through_pinned_staging(tmp_path: Path) -> None:
+    outputs = [
+        (torch.randn(16, 30, device="cuda").bfloat16(), torch.arange(16, device="cuda") + i)
+        for i in range(40)
+    ]
+    collector = WindowPredictionCollector(tmp_path)
+    run_epoch(collector, [(o, make_batch(16, start=16 * i)) for i, o in enumerate(outputs)])
+    preds = read_predictions(tmp_path)
+    want = torch.cat([o[0] for o in outputs]).cpu()
+    assert np.asarray(preds["y_pred"]).view(np.uint16).tobytes() == (
+        want.view(torch.uint16).numpy().tobytes()
+    )
+    np.testing.assert_array_equal(preds["y_true"], torch.cat([o[1] for o in outputs]).cpu())
