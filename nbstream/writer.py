@@ -11,7 +11,9 @@ The main thread's :meth:`Writer.submit` only stages and enqueues:
 * a CPU tensor torch cannot track (an inference-mode tensor) is copied into a pooled
   staging buffer, unless the caller said its outputs are never changed in place.
 
-One thread owns the sink: it waits for each batch's event, calls ``sink(name, tensor)``
+Batches reach the thread in groups (at least ``COALESCE_BYTES`` or ``COALESCE_BATCHES``,
+or at ``flush``/``close``), so a loop of tiny batches wakes it rarely. One thread owns the
+sink: it waits for each batch's event, calls ``sink(name, tensor)``
 for each array (a torch copy into the memmap, GIL released), then the batch's ``then``
 callback. A bounded byte budget gives back-pressure: ``submit`` blocks while the bytes in
 flight would exceed ``max_inflight_bytes``. The first exception in the thread is kept and
