@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import time
 import typing as tp
 from pathlib import Path
 
@@ -45,6 +46,7 @@ class _Run:
         )
         self.metadata = WindowMetadata(collector.group_field)
         self.expected: dict[str, tuple[torch.dtype, tuple[int, ...]]] = {}
+        self.started = time.perf_counter()
 
 
 class WindowPredictionCollector(Callback):
@@ -178,6 +180,18 @@ class WindowPredictionCollector(Callback):
                 logger.error("could not publish the predictions in %s: %s", self.folder, exc)
                 return
             raise
+        manifest = self.last_manifest
+        seconds = time.perf_counter() - run.started
+        logger.info(
+            "nbstream: %d windows (%.1f MB) saved to %s in %.2f s (%s)",
+            manifest["n_windows"],
+            run.writer.bytes_written / 1e6,
+            self.folder,
+            seconds,
+            ", ".join(
+                f"{k} {v['dtype']} {tuple(v['shape'])}" for k, v in manifest["arrays"].items()
+            ),
+        )
         if failure is not None:
             if raise_errors:
                 raise failure

@@ -315,3 +315,14 @@ def test_cuda_outputs_round_trip_through_pinned_staging(tmp_path: Path) -> None:
         want.view(torch.uint16).numpy().tobytes()
     )
     np.testing.assert_array_equal(preds["y_true"], torch.cat([o[1] for o in outputs]).cpu())
+
+
+def test_a_summary_is_logged_at_the_end(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="nbstream.collector")
+    run_epoch(
+        WindowPredictionCollector(tmp_path), [((torch.ones(6, 2), torch.ones(6)), make_batch(6))]
+    )
+    assert "nbstream: 6 windows" in caplog.text
+    assert "y_pred float32 (6, 2)" in caplog.text
