@@ -23,6 +23,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CorruptPredictionsError",
+    "Experiment",
     "InPlaceChangeError",
     "IncompletePredictionsError",
     "PredictionFormatError",
@@ -41,6 +42,7 @@ __all__ = [
 # name -> module that defines it, imported on first attribute access (PEP 562)
 _LAZY = {
     "WindowPredictionCollector": "nbstream.collector",
+    "Experiment": "nbstream.experiment",
     "read_predictions": "nbstream.reader",
     "StoppedEarlyWarning": "nbstream.reader",
     "concatenate": "nbstream.kernels",
@@ -51,6 +53,7 @@ _LAZY = {
 if tp.TYPE_CHECKING:
     from nbstream.collector import WindowPredictionCollector
     from nbstream.convert import convert_legacy
+    from nbstream.experiment import Experiment
     from nbstream.kernels import concatenate
     from nbstream.reader import StoppedEarlyWarning, read_predictions
     from nbstream.retrieval import retrieval_set

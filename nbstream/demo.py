@@ -1,16 +1,14 @@
-"""A small real test loop: synthetic recordings, a Lightning model, the collector, a read-back.
+"""A minimal real test loop for the end-to-end tests, benchmarks and examples.
 
-It is the command-line default (``nbstream run``) and the fixture of the end-to-end
-tests: windows of several synthetic subjects, batches shaped like neuralbench's
-(``.segments`` with ``timeline`` and ``trigger.text``, ``.data["subject_id"]``), and a
-linear decoder predicting fMRI-like voxel targets.
+Windows of three synthetic subjects, batches shaped like neuralbench's (``.segments`` with
+``timeline`` and ``trigger.text``, ``.data["subject_id"]``), a linear decoder that can
+misbehave on purpose, and a quiet CPU trainer. The ``nbstream run`` default (training,
+task variants, exca caching) lives in :mod:`nbstream.tasks` and :mod:`nbstream.experiment`.
 """
 
 from __future__ import annotations
 
-import time
 import typing as tp
-from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
@@ -18,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from nbstream.testing import Batch, Segment, Trigger
 
-__all__ = ["Regressor", "WindowDataset", "collate", "loader", "make_trainer", "run_demo"]
+__all__ = ["Regressor", "WindowDataset", "collate", "loader", "make_trainer"]
 
 N_FEATURES = 6
 
@@ -92,36 +90,3 @@ def make_trainer(**kwargs: tp.Any) -> pl.Trainer:
     }
     options.update(kwargs)
     return pl.Trainer(**options)
-
-
-def run_demo(
-    folder: str | Path, *, n_windows: int = 4096, n_voxels: int = 20_484, batch_size: int = 32
-) -> dict[str, tp.Any]:
-    """Test a decoder of ``n_voxels`` outputs with the collector, read back, summarize."""
-    from nbstream.collector import WindowPredictionCollector
-    from nbstream.reader import read_predictions
-
-    folder = Path(folder)
-    model = Regressor(n_outputs=n_voxels)
-    collector = WindowPredictionCollector(folder)
-    trainer = make_trainer(callbacks=[collector])
-    dataloader = loader(n_windows, batch_size, n_outputs=n_voxels)
-    start = time.perf_counter()
-    trainer.test(model, dataloaders=dataloader, verbose=False)
-    test_seconds = time.perf_counter() - start
-    preds = read_predictions(folder)
-    y_pred = torch.from_numpy(preds["y_pred"][:256].copy())
-    y_true = torch.from_numpy(preds["y_true"][:256].copy())
-    nbytes = sum(p.stat().st_size for p in folder.iterdir())
-    return {
-        "folder": str(folder.resolve()),
-        "windows": len(preds["metadata"]),
-        "y_pred": f"{preds['y_pred'].dtype} {tuple(preds['y_pred'].shape)}",
-        "y_true": f"{preds['y_true'].dtype} {tuple(preds['y_true'].shape)}",
-        "metadata columns": ", ".join(preds["metadata"].columns),
-        "subjects": int(preds["metadata"]["subject_id"].nunique()),
-        "bytes on disk": nbytes,
-        "test loop seconds": round(test_seconds, 3),
-        "write throughput MB/s": round(nbytes / test_seconds / 1e6, 1),
-        "mse of the first 256 windows": round(float(((y_pred - y_true) ** 2).mean()), 4),
-    }

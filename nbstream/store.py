@@ -15,10 +15,11 @@ On-disk format (``format_version`` 1) of a predictions folder::
          "metadata": {"file": "metadata.parquet", "columns": {"timeline": "str", ...}}}
 
 While a run writes, every file carries a ``.partial`` suffix (``manifest.json.partial``
-from the start); each is renamed into place when complete and the manifest comes last, so a folder without ``manifest.json`` is an
-interrupted run. An array file is preallocated (``posix_fallocate``, so a full disk fails
-with ``OSError`` at growth instead of ``SIGBUS`` inside a page fault) for an estimated row
-count and grows by doubling: rows already written stay where they are. Its header is
+from the start); each is renamed into place when complete and the manifest comes last, so
+a folder without ``manifest.json`` is an interrupted run. An array file is preallocated
+(``posix_fallocate``, so a full disk fails with ``OSError`` at growth instead of
+``SIGBUS`` inside a page fault) for an estimated row count and grows by doubling: rows
+already written stay where they are. Its header is
 padded to a fixed length that fits any row count, so closing only rewrites the shape.
 """
 

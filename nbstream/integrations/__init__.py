@@ -1,0 +1,1 @@
+"""Adapters that plug nbstream into host frameworks (see ``integrations.neuralbench``)."""
