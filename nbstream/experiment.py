@@ -58,9 +58,18 @@ class TrainerConfig(pydantic.BaseModel):
     limit_test_batches: int | float | None = None
 
     def training_strategy(self) -> str:
-        if self.strategy != "auto" or self.devices * self.num_nodes == 1:
+        if self.devices * self.num_nodes == 1:
             return self.strategy
         launched = any(int(os.environ.get(v, "1")) > 1 for v in ("WORLD_SIZE", "SLURM_NTASKS"))
+        if self.strategy == "ddp" and not launched:
+            raise ValueError(
+                f"trainer.strategy='ddp' with {self.devices * self.num_nodes} devices "
+                "re-launches this script once per extra rank, and every copy would write the "
+                "experiment's cache; use strategy='auto' (DDP in spawned workers) or start "
+                "the processes with torchrun or Slurm tasks"
+            )
+        if self.strategy != "auto":
+            return self.strategy
         return "ddp" if launched else "ddp_spawn"
 
     def build(self, **overrides: tp.Any) -> tp.Any:

@@ -205,3 +205,15 @@ def test_two_process_training_then_one_device_test(
     groups = [windows[i][2].trigger.text for i in range(len(windows))]  # type: ignore[union-attr]
     assert saved["metadata"]["group"].tolist() == groups
     assert saved["metadata"]["dataloader_idx"].eq(0).all()
+
+
+def test_in_process_ddp_with_several_devices_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nbstream.experiment import TrainerConfig
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
+    with pytest.raises(ValueError, match="strategy='ddp' with 2 devices re-launches"):
+        TrainerConfig(devices=2, strategy="ddp").training_strategy()
+    assert TrainerConfig(devices=2).training_strategy() == "ddp_spawn"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert TrainerConfig(devices=2, strategy="ddp").training_strategy() == "ddp"
