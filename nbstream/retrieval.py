@@ -128,7 +128,9 @@ def retrieval_set(
     y_true = y_true if isinstance(y_true, np.ndarray) else np.asarray(y_true)
     codes, uniques = pd.factorize(metadata[group], sort=False, use_na_sentinel=False)
     index = kernels.group_index(codes, len(uniques))
-    labels = metadata[group].to_numpy()[index.firsts]  # the values as stored (None stays None)
+    # The values as stored (None stays None). Only the k first rows are converted: turning a
+    # whole Arrow-backed string column into Python objects costs more than the reduction.
+    labels = metadata[group].iloc[index.firsts].to_numpy()
     targets = kernels.group_reduce(y_true, index, reduce)
     inconsistent = None
     if check:

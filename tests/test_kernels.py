@@ -47,6 +47,7 @@ def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str
     if request.param == "numba":
         monkeypatch.setattr(_numba_config, "SERIAL_MAX_BYTES", 0)
         monkeypatch.setattr(_numba_config, "STREAM_BLOCK_BYTES", 256)
+        monkeypatch.setattr(_numba_config, "REDUCE_BLOCK_BYTES", 256)
         monkeypatch.setattr(_numba_config, "COPY_CHUNK_BYTES", 64)
     else:
         monkeypatch.setattr(_numba_config, "SERIAL_MAX_BYTES", 1 << 40)
