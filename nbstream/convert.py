@@ -87,8 +87,8 @@ def convert_legacy(
             terminal, ``True`` always, ``False`` never.
 
     Returns:
-        ``dst``, complete: ``read_predictions(dst)`` gives the same metadata and bit-identical
-        arrays as the default reader, as memmaps.
+        Path: ``dst``, complete; ``read_predictions(dst)`` gives the same metadata and
+        bit-identical arrays as the default reader, as memmaps.
 
     Raises:
         PredictionsNotFoundError: ``src`` is missing or holds no default-collector folder.
