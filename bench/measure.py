@@ -154,26 +154,34 @@ t0 = time.perf_counter()
 result = {call}
 seconds = time.perf_counter() - t0
 after = status()
+t0 = time.perf_counter()
+value = {after_call}
+after_seconds = time.perf_counter() - t0
 print(json.dumps({{
     "seconds": seconds,
     "peak_growth": after["VmHWM"] - before["VmRSS"],
     "rss_growth": after["VmRSS"] - before["VmRSS"],
+    "after": value,
+    "after_seconds": after_seconds,
 }}))
 """
 
 
 def run_fresh_python(
-    imports: str, call: str, *, cwd: Path, timeout: float = 300
-) -> dict[str, float]:
+    imports: str, call: str, *, cwd: Path, timeout: float = 300, after: str = "None"
+) -> dict[str, tp.Any]:
     """Run ``call`` in a fresh interpreter after ``imports``; its time and memory growth.
 
-    ``peak_growth`` is the peak RSS during the call (``VmHWM``, reset right before it) less
-    the RSS before it; ``rss_growth`` is the RSS still held after it less the RSS before.
+    ``after`` is an expression evaluated once the memory is measured (it may use
+    ``result``, the value of ``call``); its value (JSON) and seconds come back as ``after``
+    and ``after_seconds``. ``peak_growth`` is the peak RSS during the call (``VmHWM``, reset
+    right before it) less the RSS before it; ``rss_growth`` is the RSS still held after it
+    less the RSS before.
     Linux only (``/proc/self/status`` and ``clear_refs``).
     """
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(cwd), env.get("PYTHONPATH", "")]))
-    script = _RSS_SCRIPT.format(imports=imports, call=call)
+    script = _RSS_SCRIPT.format(imports=imports, call=call, after_call=after)
     proc = subprocess.run(
         [sys.executable, "-c", script],
         cwd=cwd,

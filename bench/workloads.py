@@ -19,8 +19,10 @@ from nbstream.testing import Batch, FakeTrainer, make_batch
 
 __all__ = [
     "COLLECTOR_NAMES",
+    "SCALING_WORKLOADS",
     "WORKLOADS",
     "EpochTimes",
+    "ScalingWorkload",
     "Workload",
     "make_collector",
     "make_step",
@@ -78,6 +80,62 @@ WORKLOADS: dict[str, Workload] = {
         Workload("ctc", 64, (200, 100), torch.float32, (50,), torch.int64, 200),
         Workload("retrieval", 256, (768,), torch.float32, (768,), torch.float32, 500),
         Workload("classif", 256, (4,), torch.float32, (), torch.int64, 500),
+    )
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ScalingWorkload:
+    """One task's outputs per window, and the test-set sizes the scaling benchmark runs.
+
+    These are issue 5's shapes, run through a real ``lightning.Trainer.test``
+    (:mod:`bench.loop`); ``sizes`` are window counts, ``quick_sizes`` the smoke-test ones.
+    """
+
+    name: str
+    pred_shape: tuple[int, ...]
+    pred_dtype: torch.dtype
+    true_shape: tuple[int, ...]
+    true_dtype: torch.dtype
+    batch_size: int
+    sizes: tuple[int, ...]
+    quick_sizes: tuple[int, ...]
+    metric: str  # what bench.metrics computes from the read-back arrays
+
+    @property
+    def window_bytes(self) -> int:
+        """Bytes of one window's ``y_pred`` plus ``y_true`` on disk."""
+        pred = _prod(self.pred_shape) * self.pred_dtype.itemsize
+        return pred + _prod(self.true_shape) * self.true_dtype.itemsize
+
+
+_F32, _I64 = torch.float32, torch.int64
+SCALING_WORKLOADS: dict[str, ScalingWorkload] = {
+    w.name: w
+    for w in (
+        # 400 kB a window: 20,000 windows are 8 GB on disk.
+        ScalingWorkload(
+            "fmri", (50_000,), _F32, (50_000,), _F32, 32, (500, 2_500, 20_000), (16,), "mse"
+        ),
+        # fsaverage5: 20,484 vertices, the realistic size (the `nbstream run` demo's).
+        ScalingWorkload("fmri-fs5", (20_484,), _F32, (20_484,), _F32, 32, (4_096,), (16,), "mse"),
+        ScalingWorkload(
+            "ctc", (625, 99), _F32, (128,), _I64, 32, (256, 1_024, 4_096), (8,), "ctc_loss"
+        ),
+        ScalingWorkload(
+            "retrieval",
+            (1536,),
+            _F32,
+            (1536,),
+            _F32,
+            256,
+            (4_096, 16_384, 65_536),
+            (256,),
+            "top1",
+        ),
+        ScalingWorkload(
+            "classif", (4,), _F32, (), _I64, 32, (2_048, 8_192, 32_768), (256,), "accuracy"
+        ),
     )
 }
 
