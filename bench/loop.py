@@ -73,7 +73,7 @@ class WindowData(Dataset):
     def __len__(self) -> int:
         return self.n
 
-    def __getitem__(self, indices: list[int]) -> Batch:  # type: ignore[override]
+    def __getitem__(self, indices: list[int]) -> Batch:
         idx = torch.as_tensor(indices)
         groups = idx % N_GROUPS
         top1 = self.workload.metric == "top1"
@@ -90,7 +90,10 @@ def make_loader(workload: ScalingWorkload, n: int) -> DataLoader:
     """Batches of ``workload.batch_size`` windows, in order, made in the main process."""
     sampler = BatchSampler(SequentialSampler(range(n)), workload.batch_size, drop_last=False)
     return DataLoader(
-        WindowData(workload, n), batch_size=None, sampler=sampler, collate_fn=_identity
+        WindowData(workload, n),
+        batch_size=None,
+        sampler=sampler,
+        collate_fn=_identity,  # type: ignore[arg-type]
     )
 
 
@@ -125,7 +128,9 @@ class BenchModel(pl.LightningModule):
             out = torch.log_softmax(out, dim=-1)
         return out
 
-    def test_step(self, batch: Batch, batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def test_step(  # type: ignore[override]
+        self, batch: Batch, batch_idx: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         y_true = batch.data["y"]
         if self.passthrough:
             if y_true.dtype.is_floating_point:

@@ -8,7 +8,7 @@ import typing as tp
 __all__ = ["GOALS", "check_goals", "render"]
 
 MiB = 1 << 20
-GOALS = {
+GOALS: dict[str, tp.Any] = {
     "overhead_max": 1.05,  # nbstream loop / no-collector loop, on fmri and ctc, at most
     "overhead_workloads": ("fmri", "ctc"),
     "throughput_vs_disk_min": 0.8,  # nbstream I/O-bound rate / write+fsync rate, at least

@@ -262,6 +262,22 @@ def _size(n_bytes: float) -> str:
     return f"{n_bytes:.1f} TB"
 
 
+def _bench(bench_args: list[str]) -> int:
+    """Hand over to the source checkout's benchmark runner (bench/ is not installed)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "bench" / "cli.py").is_file():
+        raise _UsageError(
+            "run from a source checkout: bench/ is not installed with the package "
+            "(git clone the repository and pip install -e . there)"
+        )
+    sys.path.insert(0, str(root))
+    from bench.cli import main as bench_main
+
+    return int(bench_main(bench_args))
+
+
 def main(argv: tp.Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="nbstream", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -317,6 +333,21 @@ def main(argv: tp.Sequence[str] | None = None) -> int:
     )
     bar.add_argument("--no-progress", dest="progress", action="store_false")
     convert.set_defaults(handler=_convert)
+    bench = commands.add_parser(
+        "bench",
+        help="benchmark nbstream side by side with the default collector (source checkout)",
+        description="Run the side-by-side benchmark (bench/cli.py of a source checkout); "
+        "arguments go to it: --quick, --workload NAME, --sizes N,N, --out FILE, --help.",
+        add_help=False,
+    )
+    bench.set_defaults(handler=lambda args: 0)  # dispatched before parsing, see below
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # every later argument belongs to the benchmark runner
+        try:
+            return _bench(argv[1:])
+        except _UsageError as exc:
+            print(f"nbstream bench: error: {exc}", file=sys.stderr)
+            return 2
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args))

@@ -250,3 +250,12 @@ def test_convert_errors_exit_1_without_traceback(tmp_path: Path) -> None:
     assert done.stderr.startswith("nbstream convert: error: ")
     assert "holds no default-collector predictions" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_bench_hands_its_arguments_to_the_checkout_runner(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["bench", "--help"])
+    assert info.value.code == 0
+    assert "usage: bench" in capsys.readouterr().out
