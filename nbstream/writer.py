@@ -11,9 +11,7 @@ The main thread's :meth:`Writer.submit` only stages and enqueues:
 * a CPU tensor torch cannot track (an inference-mode tensor) is copied into a pooled
   staging buffer, unless the caller said its outputs are never changed in place.
 
-Batches reach the thread in groups (at least ``COALESCE_BYTES`` or ``COALESCE_BATCHES``,
-or at ``flush``/``close``), so a loop of tiny batches wakes it rarely. One thread owns the
-sink: it waits for each batch's event, calls ``sink(name, tensor)``
+One thread owns the sink: it waits for each batch's event, calls ``sink(name, tensor)``
 for each array (a torch copy into the memmap, GIL released), then the batch's ``then``
 callback. A bounded byte budget gives back-pressure: ``submit`` blocks while the bytes in
 flight would exceed ``max_inflight_bytes``. The first exception in the thread is kept and
@@ -41,9 +39,6 @@ if tp.TYPE_CHECKING:
 __all__ = ["DEFAULT_MAX_INFLIGHT_BYTES", "Writer"]
 
 DEFAULT_MAX_INFLIGHT_BYTES = 512 << 20
-# Small batches are handed to the thread in groups: one wake-up per group, not per batch.
-COALESCE_BYTES = 1 << 20
-COALESCE_BATCHES = 32
 Sink = tp.Callable[[str, "torch.Tensor"], None]
 
 _live_writers: weakref.WeakSet[Writer] = weakref.WeakSet()
@@ -127,9 +122,7 @@ class Writer:
         self.max_inflight_bytes = int(max_inflight_bytes)
         self.copy_cpu_outputs = copy_cpu_outputs
         self._pool = _StagingPool()
-        self._queue: queue.SimpleQueue[list[_Batch] | None] = queue.SimpleQueue()
-        self._pending: list[_Batch] = []
-        self._pending_bytes = 0
+        self._queue: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
         self._cond = threading.Condition()
         self._inflight = 0
         self._thread: threading.Thread | None = None
@@ -161,30 +154,13 @@ class Writer:
             self._raise_pending()
             return
         with self._cond:
-            if self._inflight and self._inflight + batch.nbytes > self.max_inflight_bytes:
-                self._hand_over()  # what waits here must reach the thread to drain
             while self._inflight and self._inflight + batch.nbytes > self.max_inflight_bytes:
                 if self._error is not None:
                     break
                 self._cond.wait()
             self._inflight += batch.nbytes
-        self._pending.append(batch)
-        self._pending_bytes += batch.nbytes
-        if self._pending_bytes >= COALESCE_BYTES or len(self._pending) >= COALESCE_BATCHES:
-            self._hand_over()
-
-    def flush(self) -> None:
-        """Hand every submitted batch to the thread now (it writes them in the background)."""
-        if not self._closed and not self.synchronous:
-            self._hand_over()
-
-    def _hand_over(self) -> None:
-        if not self._pending:
-            return
         self._ensure_thread()
-        self._queue.put(self._pending)
-        self._pending = []
-        self._pending_bytes = 0
+        self._queue.put(batch)
 
     def close(self) -> None:
         """Write everything queued, join the thread, and raise the thread's error if any."""
@@ -192,7 +168,6 @@ class Writer:
             return
         self._closed = True
         try:
-            self._hand_over()
             self._stop_thread()
             self._check_watched(final=True)
         finally:
@@ -207,7 +182,6 @@ class Writer:
         self._closed = True
         if self._error is None:
             self._error = WriterError("the writer was aborted")
-        self._pending = []
         self._stop_thread()
         self._watched.clear()
         self._pool.clear()
@@ -321,17 +295,16 @@ class Writer:
 
     def _drain(self) -> None:
         while True:
-            batches = self._queue.get()
-            if batches is None:
+            batch = self._queue.get()
+            if batch is None:
                 return
-            for batch in batches:
-                try:
-                    if self._error is None:
-                        self._write(batch)
-                finally:
-                    with self._cond:
-                        self._inflight -= batch.nbytes
-                        self._cond.notify_all()
+            try:
+                if self._error is None:
+                    self._write(batch)
+            finally:
+                with self._cond:
+                    self._inflight -= batch.nbytes
+                    self._cond.notify_all()
             if self._on_idle is not None and self._error is None and self._queue.empty():
                 self._run_idle_work()
 
@@ -376,7 +349,6 @@ class Writer:
         self._thread = None
         self._cond = threading.Condition()
         self._queue = queue.SimpleQueue()
-        self._pending = []
         self._inflight = 0
         self._watched = []
         self._streams = {}

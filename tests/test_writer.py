@@ -146,7 +146,6 @@ def test_change_after_safe_write_is_fine(mode: dict) -> None:
     y_pred = torch.zeros(2)
     writer.submit({"y_pred": y_pred}, label="batch 0")
     writer.submit({"y_pred": torch.ones(2)}, label="batch 1")  # check point: batch 0 is safe
-    writer.flush()
     deadline = time.monotonic() + 10
     while writer.batches_written < 2 and time.monotonic() < deadline:
         time.sleep(0.001)
@@ -267,7 +266,6 @@ def test_idle_work_runs_when_the_queue_empties_and_its_failure_surfaces() -> Non
     calls: list[int] = []
     writer = Writer(RecordingSink(), on_idle=lambda: calls.append(1))
     writer.submit({"y": torch.ones(3)}, label="batch 0")
-    writer.flush()
     deadline = time.monotonic() + 10
     while not calls and time.monotonic() < deadline:
         time.sleep(0.001)
@@ -279,24 +277,7 @@ def test_idle_work_runs_when_the_queue_empties_and_its_failure_surfaces() -> Non
 
     writer = Writer(RecordingSink(), on_idle=broken)
     writer.submit({"y": torch.ones(3)}, label="batch 0")
-    writer.flush()
     while writer._error is None and time.monotonic() < deadline + 10:
         time.sleep(0.001)
     with pytest.raises(WriterError, match="idle work failed: OSError"):
         writer.close()
-
-
-def test_small_batches_reach_the_thread_in_groups_large_ones_at_once() -> None:
-    from nbstream.writer import COALESCE_BATCHES, COALESCE_BYTES
-
-    sink = RecordingSink()
-    writer = Writer(sink)
-    for i in range(COALESCE_BATCHES - 1):
-        writer.submit({"y": torch.ones(4)}, label=f"batch {i}")
-    assert writer._thread is None, "no wake-up for a handful of tiny batches"
-    writer.submit({"y": torch.ones(4)}, label="last small")
-    assert writer._thread is not None and not writer._pending
-    writer.submit({"y": torch.ones(COALESCE_BYTES // 4)}, label="large")
-    assert not writer._pending
-    writer.close()
-    assert len(sink.calls) == COALESCE_BATCHES + 1
