@@ -152,9 +152,9 @@ def test_trainer_strategy_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SLURM_NTASKS", raising=False)
     assert TrainerConfig().training_strategy() == "auto"
     assert TrainerConfig(devices=2).training_strategy() == "ddp_spawn"
-    assert TrainerConfig(devices=2, strategy="ddp").training_strategy() == "ddp"
     monkeypatch.setenv("SLURM_NTASKS", "2")
     assert TrainerConfig(devices=2).training_strategy() == "ddp"
+    assert TrainerConfig(devices=2, strategy="ddp").training_strategy() == "ddp"
 
 
 def test_cache_key_holds_the_config(tmp_path: Path) -> None:
