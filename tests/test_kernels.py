@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from nbstream import _numba_config, kernels
+from nbstream import kernels
 
 from . import naive
 
@@ -39,19 +39,6 @@ TRAILING = [(), (3,), (2, 3), (2, 1, 3)]
 SETTINGS = settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-
-
-@pytest.fixture(params=["numpy", "numba"])
-def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a test on the small-input numpy path and on the Numba kernels (tiny blocks)."""
-    if request.param == "numba":
-        monkeypatch.setattr(_numba_config, "SERIAL_MAX_BYTES", 0)
-        monkeypatch.setattr(_numba_config, "STREAM_BLOCK_BYTES", 256)
-        monkeypatch.setattr(_numba_config, "REDUCE_BLOCK_BYTES", 256)
-        monkeypatch.setattr(_numba_config, "COPY_CHUNK_BYTES", 64)
-    else:
-        monkeypatch.setattr(_numba_config, "SERIAL_MAX_BYTES", 1 << 40)
-    return str(request.param)
 
 
 def _values(rng: np.random.Generator, n: int, trailing: tuple[int, ...], dtype) -> np.ndarray:

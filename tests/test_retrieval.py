@@ -12,22 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nbstream import _numba_config, retrieval
+from nbstream import retrieval
 from nbstream.retrieval import RetrievalSet, retrieval_set
 
 from . import naive
-
-
-@pytest.fixture(params=["numpy", "numba"])
-def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run on the small-input numpy path and on the Numba kernels (tiny stream blocks)."""
-    if request.param == "numba":
-        monkeypatch.setattr(_numba_config, "SERIAL_MAX_BYTES", 0)
-        monkeypatch.setattr(_numba_config, "STREAM_BLOCK_BYTES", 512)
-        monkeypatch.setattr(_numba_config, "REDUCE_BLOCK_BYTES", 512)
-    else:
-        monkeypatch.setattr(_numba_config, "SERIAL_MAX_BYTES", 1 << 40)
-    return str(request.param)
 
 
 def _preds(labels: list, trailing: tuple[int, ...] = (4,), seed: int = 0) -> dict:
