@@ -173,12 +173,17 @@ def _fresh(folder: Path) -> Path:
     return folder
 
 
+def _fmri_epoch(total_bytes: int) -> Workload:
+    """The fMRI workload with enough batches for about ``total_bytes``."""
+    w = WORKLOADS["fmri"]
+    return dataclasses.replace(w, n_batches=max(1, math.ceil(total_bytes / w.batch_bytes)))
+
+
 def measure_throughput(
     names: list[str], scratch: Path, total_bytes: int, repeats: int
 ) -> dict[str, tp.Any]:
     """Bytes/s of I/O-bound epochs and of plain ``write()``, interleaved, same buffers."""
-    w = WORKLOADS["fmri"]
-    w = dataclasses.replace(w, n_batches=max(1, math.ceil(total_bytes / w.batch_bytes)))
+    w = _fmri_epoch(total_bytes)
     steps = [make_step(w, i, i * w.n_windows) for i in range(w.n_batches)]
     chunks = [t for outputs, _ in steps for t in outputs]
     nbytes = w.batch_bytes * w.n_batches
@@ -266,8 +271,7 @@ def measure_read(
     names: list[str], scratch: Path, total_bytes: int, repeats: int
 ) -> dict[str, tp.Any]:
     """Open ~``total_bytes`` of predictions in a fresh interpreter: time and RSS growth."""
-    w = WORKLOADS["fmri"]
-    w = dataclasses.replace(w, n_batches=max(1, math.ceil(total_bytes / w.batch_bytes)))
+    w = _fmri_epoch(total_bytes)
     folders = {}
     for name in names:
         folders[name] = _fresh(scratch / f"read-{name}")

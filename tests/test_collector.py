@@ -8,6 +8,7 @@ from pathlib import Path
 
 import ml_dtypes
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -92,7 +93,7 @@ def test_metadata_columns_and_groups(tmp_path: Path) -> None:
     assert list(meta.columns) == ["timeline", "batch_idx", "dataloader_idx", "subject_id", "group"]
     assert meta["subject_id"].tolist() == [7, 7, 8, 9] * 3
     assert meta["group"].tolist()[:3] == ["stim-000", "stim-001", "stim-002"]
-    assert meta["group"].dtype != object or isinstance(meta["group"][0], str)
+    assert pd.api.types.is_string_dtype(meta["group"])
 
 
 def test_columns_left_out_unless_every_window_has_them(tmp_path: Path) -> None:
