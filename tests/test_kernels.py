@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from nbstream import kernels
+from nbstream import _numba_config, kernels
 
 from . import naive
 
@@ -361,3 +361,14 @@ def test_concatenate_mixes_buffers_and_strided_parts(path: str, tmp_path: Path) 
     mm = _memmap(tmp_path, a * 2)
     parts = [a[:5], mm[3:9], a[::3], mm[20:], np.ascontiguousarray(a[7:9]), a[30:]]
     _same(kernels.concatenate(parts), naive.concatenate(parts))
+
+
+def test_reduction_blocks_grow_with_the_accumulator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each block re-reads the accumulator, so a block is REDUCE_ACC_FACTOR times its bytes,
+    within [STREAM_BLOCK_BYTES, REDUCE_BLOCK_BYTES]."""
+    monkeypatch.setattr(_numba_config, "STREAM_BLOCK_BYTES", 64)
+    monkeypatch.setattr(_numba_config, "REDUCE_BLOCK_BYTES", 4096)
+    monkeypatch.setattr(_numba_config, "REDUCE_ACC_FACTOR", 16)
+    assert kernels._reduce_block_bytes(1) == 64
+    assert kernels._reduce_block_bytes(100) == 1600
+    assert kernels._reduce_block_bytes(1000) == 4096
