@@ -153,6 +153,39 @@ def test_metadata_dtypes_round_trip(tmp_path: Path) -> None:
     assert got["subject_id"].dtype == np.int64
 
 
+@pytest.mark.parametrize(
+    "column",
+    [
+        ["a", None, "c"],
+        [1.5, float("nan"), 3.0],
+        [True, False, True],
+        [1, 2, 3],
+        ["x", "y", "z"],
+        pd.Categorical(["a", "b", "a"]),
+        [b"raw", b"bytes", b"!"],
+    ],
+    ids=["str-with-none", "float-nan", "bool", "int", "str", "categorical", "bytes"],
+)
+def test_metadata_reads_as_pandas_reads_it(tmp_path: Path, column) -> None:
+    """The fast Parquet path gives what pd.read_parquet gives, for every column type."""
+    meta = _metadata(3).assign(extra=column)
+    _write(tmp_path, torch.zeros(3, 2), torch.zeros(3), metadata=meta)
+    got = read_predictions(tmp_path)["metadata"]
+    pd.testing.assert_frame_equal(got, pd.read_parquet(tmp_path / "metadata.parquet"))
+
+
+def test_metadata_falls_back_to_pandas_when_dtypes_differ(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the fast path maps a type otherwise than the manifest says, pandas reads it."""
+    meta = _metadata(3)
+    _write(tmp_path, torch.zeros(3, 2), torch.zeros(3), metadata=meta)
+    monkeypatch.setattr(
+        nbstream.reader, "_fast_read_parquet", lambda path: meta.astype({"batch_idx": "int32"})
+    )
+    pd.testing.assert_frame_equal(read_predictions(tmp_path)["metadata"], meta)
+
+
 def test_zero_window_folder(tmp_path: Path) -> None:
     meta = _metadata(0)
     _write(tmp_path, torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64), metadata=meta)
