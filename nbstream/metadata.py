@@ -9,6 +9,7 @@ window's trigger had one: ``trigger.<group_field>``, else ``.category``, else
 from __future__ import annotations
 
 import math
+import operator
 import os
 import typing as tp
 
@@ -18,6 +19,7 @@ if tp.TYPE_CHECKING:
 __all__ = ["WindowMetadata", "group_of"]
 
 _FALLBACK_FIELDS = ("category", "filepath")
+_TIMELINE = operator.attrgetter("timeline")
 
 
 def _field(obj: tp.Any, name: str) -> tp.Any:
@@ -49,6 +51,25 @@ def group_of(segment: tp.Any, group_field: str) -> tp.Any:
         if value is not None:
             return value
     return None
+
+
+def _groups_of(segments: tp.Sequence[tp.Any], group_field: str) -> tuple[list[tp.Any], bool]:
+    """``group_of`` for every segment, and whether every one has a group.
+
+    In C (attrgetter) when every trigger has a str field.
+
+    Why: this runs for every window of every batch; the per-window Python calls cost about
+    0.3 us each, the C path under 0.05 us. Anything else (a missing trigger or field, None,
+    NaN, a path, a dict trigger) takes the general path, so the result is the same.
+    """
+    try:
+        values = list(map(operator.attrgetter(f"trigger.{group_field}"), segments))
+    except AttributeError:
+        values = None
+    if values is not None and set(map(type, values)) <= {str}:
+        return values, True
+    values = [group_of(s, group_field) for s in segments]
+    return values, all(v is not None for v in values)
 
 
 def _as_list(values: tp.Any) -> list[tp.Any]:
@@ -100,11 +121,14 @@ class WindowMetadata:
                     f"batch.data['subject_id'] has {len(subjects)} values for {n} segments; "
                     "it needs one subject id per window"
                 )
-        groups = [group_of(s, self.group_field) for s in segments]
-        if self.every_window_has_group and any(g is None for g in groups):
+        groups: list[tp.Any] = []
+        complete = False
+        if self.every_window_has_group:
+            groups, complete = _groups_of(segments, self.group_field)
+        if self.every_window_has_group and not complete:
             self.every_window_has_group = False
             self.group = []
-        self.timeline.extend(s.timeline for s in segments)
+        self.timeline.extend(map(_TIMELINE, segments))
         self.batch_idx.extend([batch_idx] * n)
         self.dataloader_idx.extend([dataloader_idx] * n)
         if self.every_batch_has_subject:

@@ -194,14 +194,17 @@ class Writer:
     def _stage(
         self, arrays: dict[str, torch.Tensor], label: str, then: tp.Callable[[], None] | None
     ) -> _Batch:
+        # The hot path of every hook: cheap attribute reads only (no .device.type, no
+        # detach unless needed; each costs a new Python object).
         batch = _Batch(label=label, arrays={}, nbytes=0, first_row=self.rows_submitted, then=then)
-        self.rows_submitted += min((int(t.shape[0]) for t in arrays.values()), default=0)
+        self.rows_submitted += min((t.shape[0] for t in arrays.values()), default=0)
         for name, tensor in arrays.items():
-            tensor = tensor.detach()
-            batch.nbytes += tensor.numel() * tensor.element_size()
-            if tensor.device.type == "cuda":
+            if tensor.requires_grad:
+                tensor = tensor.detach()
+            batch.nbytes += tensor.nbytes
+            if tensor.is_cuda:
                 batch.arrays[name] = self._stage_cuda(batch, tensor)
-            elif tensor.device.type != "cpu":
+            elif not tensor.is_cpu:
                 batch.arrays[name] = tensor.cpu()
             elif self._must_copy(tensor):
                 buffer, view = self._pool.take(tensor, pinned=False)

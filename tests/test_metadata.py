@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from nbstream.metadata import WindowMetadata, group_of
+from nbstream.metadata import WindowMetadata, _groups_of, group_of
 from nbstream.testing import Segment, Trigger, make_batch
 
 ALL_COLUMNS = ["timeline", "batch_idx", "dataloader_idx", "subject_id", "group"]
@@ -90,6 +90,29 @@ def test_group_of_segment_without_trigger_attribute() -> None:
         timeline = "t"
 
     assert group_of(Bare(), "text") is None
+
+
+@pytest.mark.parametrize(
+    "segments",
+    [
+        _segments(["a", "b", "a"]),
+        _segments(["a", None, "c"]),
+        _segments(["a", math.nan]),
+        _segments([1, 2]),
+        [Segment("r", Trigger(text=None, category="cat")), *_segments(["a"])],
+        [Segment("r", None), *_segments(["a"])],
+        [Segment("r", {"text": "d"}), *_segments(["a"])],  # type: ignore[arg-type]
+        [Segment("r", _PathTrigger(Path("/x.wav"))), *_segments(["a"])],  # type: ignore[arg-type]
+        [],
+    ],
+    ids=["str", "none", "nan", "int", "fallback", "no-trigger", "dict", "path", "empty"],
+)
+def test_batch_groups_match_group_of(segments: list[Segment]) -> None:
+    """The whole-batch fast path gives group_of's answer for every window, whatever it is."""
+    values, complete = _groups_of(segments, "text")
+    expected = [group_of(s, "text") for s in segments]
+    assert values == expected  # NaN included: both turn it into None
+    assert complete == all(v is not None for v in expected)
 
 
 # -- WindowMetadata --------------------------------------------------------------------------
