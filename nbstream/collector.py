@@ -43,12 +43,17 @@ class _Run:
             synchronous=collector.synchronous,
             max_inflight_bytes=collector.max_inflight_bytes,
             copy_cpu_outputs=collector.copy_cpu_outputs,
-            on_idle=self.store.sync_some,
+            on_idle=self.idle,
         )
         self.metadata = WindowMetadata(collector.group_field)
         self.expected: dict[str, tuple[torch.dtype, tuple[int, ...]]] = {}
         self.started = time.perf_counter()
         self._signature: tuple[tp.Any, ...] | None = None
+
+    def idle(self) -> None:
+        """Work for the writer thread between batches: push rows to disk, build the table."""
+        self.store.sync_some()
+        self.metadata.seal()
 
     def checked_pair(self, outputs: tp.Any, n_windows: int) -> dict[str, torch.Tensor]:
         """``{"y_pred", "y_true"}`` from the hook's outputs, or a PredictionFormatError.
@@ -203,7 +208,7 @@ class WindowPredictionCollector(Callback):
                 run.store.create(name, dtype, row_shape, capacity=1)  # even if nothing came
             run.store.truncate(n_rows)
             self.last_manifest = run.store.finalize(
-                run.metadata.to_frame(n_rows), status=status, error=error
+                run.metadata.to_table(n_rows), status=status, error=error
             )
         except BaseException as exc:
             run.store.discard()

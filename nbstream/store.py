@@ -36,6 +36,7 @@ import numpy as np
 
 if tp.TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
     import torch
 
 __all__ = [
@@ -278,17 +279,34 @@ class PredictionStore:
         return {name: a.rows for name, a in self.arrays.items()}
 
     def finalize(
-        self, metadata: pd.DataFrame, *, status: str = "finished", error: str | None = None
+        self,
+        metadata: pd.DataFrame | pa.Table,
+        *,
+        status: str = "finished",
+        error: str | None = None,
     ) -> dict[str, tp.Any]:
-        """Publish arrays and metadata, then the manifest, atomically and last."""
+        """Publish arrays and metadata, then the manifest, atomically and last.
+
+        ``metadata`` is a DataFrame or the Arrow table of one (the collector builds Arrow
+        directly); the manifest names the dtypes pandas reads the columns back as.
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         n_windows = self.n_windows
         if len(metadata) != n_windows:
             raise RuntimeError(f"{len(metadata)} metadata rows for {n_windows} windows")
+        if isinstance(metadata, pa.Table):
+            table = metadata
+            dtypes = table.schema.empty_table().to_pandas().dtypes
+        else:
+            table = pa.Table.from_pandas(metadata, preserve_index=False)
+            dtypes = metadata.dtypes
         arrays = {}
         for name in list(self.arrays):
             arrays[name] = self.arrays.pop(name).close()  # a closed array is never discarded
         meta_path = self.folder / METADATA_NAME
-        _publish(meta_path, lambda tmp: metadata.to_parquet(tmp, index=False), fsync=self.fsync)
+        _publish(meta_path, lambda tmp: pq.write_table(table, tmp), fsync=self.fsync)
         manifest = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
@@ -299,7 +317,7 @@ class PredictionStore:
             "arrays": arrays,
             "metadata": {
                 "file": METADATA_NAME,
-                "columns": {c: str(t) for c, t in metadata.dtypes.items()},
+                "columns": {c: str(t) for c, t in dtypes.items()},
             },
         }
         text = json.dumps(manifest, indent=1).encode()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing as tp
 from pathlib import Path
 
 import numpy as np
@@ -301,3 +302,112 @@ def test_with_make_batch() -> None:
     assert list(frame.columns) == ALL_COLUMNS
     assert frame["group"].tolist() == [f"stim-{i % 3:03d}" for i in range(12)]
     assert frame["batch_idx"].tolist() == [0] * 4 + [1] * 4 + [2] * 4
+
+
+# -- the Arrow table built while the writer is idle ---------------------------------------
+def _batches(kind: str) -> list[tuple[list[Segment], tp.Any]]:
+    """Batches of 3 windows whose subject ids or groups exercise one case of ``to_table``."""
+    plain = [(_segments(["a", "b", "c"], timeline=f"r{b}"), [b, b + 1, b + 2]) for b in range(4)]
+    if kind == "plain":
+        return plain
+    if kind == "mixed subject types across chunks":  # pandas turns the column into strings
+        return [*plain[:2], (_segments(["a", "b", "c"]), ["s1", "s2", "s3"])]
+    if kind == "mixed subject types in a chunk":
+        return [*plain[:2], (_segments(["a", "b", "c"]), [1, "s2", 3.5])]
+    if kind == "subject dropped after a seal":
+        return [*plain[:2], (_segments(["a", "b", "c"]), None), plain[3]]
+    if kind == "group dropped after a seal":
+        return [*plain[:2], (_segments(["a", None, "c"]), [0, 1, 2]), plain[3]]
+    if kind == "float subjects with NaN":
+        return [(_segments(["a", "b"]), [1.5, math.nan]), (_segments(["c"]), [2.0])]
+    if kind == "bool subjects":
+        return [(_segments(["a", "b"]), [True, False]), (_segments(["c"]), [True])]
+    if kind.endswith("int timelines"):
+        segments = [Segment(timeline=i, trigger=Trigger(text="g")) for i in range(3)]  # type: ignore[arg-type]
+        return [(segments, [1, 2, 3])] * 2 + (plain[:1] if kind.startswith("mixed") else [])
+    if kind == "no windows":
+        return []
+    raise AssertionError(kind)
+
+
+_TABLE_CASES = [
+    "plain",
+    "mixed subject types across chunks",
+    "mixed subject types in a chunk",
+    "subject dropped after a seal",
+    "group dropped after a seal",
+    "float subjects with NaN",
+    "bool subjects",
+    "int timelines",
+    "mixed str and int timelines",
+    "no windows",
+]
+
+
+@pytest.mark.parametrize("kind", _TABLE_CASES)
+@pytest.mark.parametrize("seal_every", [None, 1, 4])
+@pytest.mark.parametrize("n_rows", [None, 0, 4])
+def test_table_reads_back_as_the_frame(tmp_path: Path, kind: str, seal_every, n_rows) -> None:
+    """Whatever was sealed when: the Parquet file reads back as pandas' own table would."""
+    import pyarrow.parquet as pq
+
+    meta = WindowMetadata()
+    for b, (segments, subjects) in enumerate(_batches(kind)):
+        meta.add(segments, subjects, batch_idx=b, dataloader_idx=b % 2)
+        if seal_every is not None:
+            meta.seal(min_rows=seal_every)
+    table = meta.to_table(n_rows)
+    frame = meta.to_frame(n_rows)
+    pq.write_table(table, tmp_path / "arrow.parquet")
+    frame.to_parquet(tmp_path / "pandas.parquet", index=False)
+    got = pd.read_parquet(tmp_path / "arrow.parquet")
+    pd.testing.assert_frame_equal(got, pd.read_parquet(tmp_path / "pandas.parquet"))
+    pd.testing.assert_series_equal(table.schema.empty_table().to_pandas().dtypes, frame.dtypes)
+
+
+def test_seal_waits_for_enough_rows() -> None:
+    meta = WindowMetadata()
+    meta.add(_segments(["a", "b", "c"]), [1, 2, 3], batch_idx=0, dataloader_idx=0)
+    meta.seal(min_rows=4)
+    assert meta.sealed_rows == 0
+    meta.add(_segments(["d"]), [4], batch_idx=1, dataloader_idx=0)
+    meta.seal(min_rows=4)
+    assert meta.sealed_rows == 4
+    assert meta.to_table().column("group").to_pylist() == ["a", "b", "c", "d"]
+
+
+def test_collector_seals_metadata_while_idle(tmp_path: Path, monkeypatch) -> None:
+    """The writer thread builds the table between batches; the file holds every row."""
+    import threading
+    import time
+
+    import nbstream.metadata
+    from nbstream import WindowPredictionCollector, read_predictions
+    from nbstream.testing import FakeTrainer
+
+    monkeypatch.setattr(nbstream.metadata, "SEAL_ROWS", 8)
+    sealed_on_writer: list[int] = []
+    seal = WindowMetadata.seal
+
+    def spy(self: WindowMetadata, min_rows: int | None = None) -> None:
+        seal(self, min_rows)
+        if threading.current_thread() is not threading.main_thread():
+            sealed_on_writer.append(self.sealed_rows)
+
+    monkeypatch.setattr(WindowMetadata, "seal", spy)
+    collector = WindowPredictionCollector(tmp_path / "preds", fsync=False)
+    trainer = FakeTrainer(num_test_batches=[4])
+    collector.on_test_epoch_start(trainer, None)
+    for b in range(4):
+        batch = make_batch(8, start=8 * b, subject_ids=torch.arange(8))
+        collector.on_test_batch_end(
+            trainer, None, (torch.ones(8, 2), torch.zeros(8, 2)), batch, b, 0
+        )
+    deadline = time.monotonic() + 10
+    while 32 not in sealed_on_writer and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert 32 in sealed_on_writer
+    collector.on_test_epoch_end(trainer, None)
+    frame = read_predictions(tmp_path / "preds")["metadata"]
+    assert frame["subject_id"].tolist() == list(range(8)) * 4
+    assert frame["batch_idx"].tolist() == [b for b in range(4) for _ in range(8)]
