@@ -306,7 +306,12 @@ class PredictionStore:
         for name in list(self.arrays):
             arrays[name] = self.arrays.pop(name).close()  # a closed array is never discarded
         meta_path = self.folder / METADATA_NAME
-        _publish(meta_path, lambda tmp: pq.write_table(table, tmp), fsync=self.fsync)
+
+        def write_metadata(tmp: Path) -> None:
+            # No column statistics: nothing filters on them, and they cost a quarter of the time.
+            pq.write_table(table, tmp, write_statistics=False)
+
+        _publish(meta_path, write_metadata, fsync=self.fsync)
         manifest = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,

@@ -44,7 +44,7 @@ Sink = tp.Callable[[str, "torch.Tensor"], None]
 _live_writers: weakref.WeakSet[Writer] = weakref.WeakSet()
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class _Batch:
     label: str
     arrays: dict[str, torch.Tensor]
@@ -56,7 +56,7 @@ class _Batch:
     done: bool = False
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class _Watched:
     """A CPU tensor handed over without a copy, and its version when the hook saw it."""
 
@@ -121,6 +121,9 @@ class Writer:
         self.synchronous = synchronous
         self.max_inflight_bytes = int(max_inflight_bytes)
         self.copy_cpu_outputs = copy_cpu_outputs
+        # Which CPU tensors _stage copies (a synchronous writer saves them before returning).
+        self._copy_all_cpu = bool(copy_cpu_outputs) and not synchronous
+        self._copy_inference = copy_cpu_outputs is None and not synchronous
         self._pool = _StagingPool()
         self._queue: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
         self._cond = threading.Condition()
@@ -146,8 +149,10 @@ class Writer:
         """Queue one batch of arrays (rows on dimension 0); returns once they are staged."""
         if self._closed:
             raise RuntimeError("this writer is closed; create a new one for a new run")
-        self._raise_pending()
-        self._check_watched()
+        if self._error is not None:
+            raise self._error
+        if self._watched:
+            self._check_watched()
         batch = self._stage(arrays, label, then)
         if self.synchronous:
             self._write(batch)
@@ -159,7 +164,8 @@ class Writer:
                     break
                 self._cond.wait()
             self._inflight += batch.nbytes
-        self._ensure_thread()
+        if self._thread is None:
+            self._start_thread()
         self._queue.put(batch)
 
     def close(self) -> None:
@@ -196,8 +202,7 @@ class Writer:
     ) -> _Batch:
         # The hot path of every hook: cheap attribute reads only (no .device.type, no
         # detach unless needed; each costs a new Python object).
-        batch = _Batch(label=label, arrays={}, nbytes=0, first_row=self.rows_submitted, then=then)
-        self.rows_submitted += min((t.shape[0] for t in arrays.values()), default=0)
+        batch = _Batch(label, {}, 0, self.rows_submitted, then)
         for name, tensor in arrays.items():
             if tensor.requires_grad:
                 tensor = tensor.detach()
@@ -206,7 +211,7 @@ class Writer:
                 batch.arrays[name] = self._stage_cuda(batch, tensor)
             elif not tensor.is_cpu:
                 batch.arrays[name] = tensor.cpu()
-            elif self._must_copy(tensor):
+            elif self._copy_all_cpu or (self._copy_inference and tensor.is_inference()):
                 buffer, view = self._pool.take(tensor, pinned=False)
                 view.copy_(tensor)
                 batch.staged.append(buffer)
@@ -215,14 +220,11 @@ class Writer:
                 batch.arrays[name] = tensor
                 if not tensor.is_inference():
                     self._watched.append(_Watched(label, name, tensor, tensor._version, batch))
+        if arrays:
+            self.rows_submitted += min(t.shape[0] for t in arrays.values())
         if batch.event is not None:
             self._protect_compute_stream(batch)
         return batch
-
-    def _must_copy(self, tensor: torch.Tensor) -> bool:
-        if self.copy_cpu_outputs is None:
-            return self.synchronous is False and tensor.is_inference()
-        return self.copy_cpu_outputs and not self.synchronous
 
     def _stage_cuda(self, batch: _Batch, tensor: torch.Tensor) -> torch.Tensor:
         import torch
@@ -284,10 +286,9 @@ class Writer:
             raise self._error
 
     # -- writer thread -----------------------------------------------------------------
-    def _ensure_thread(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._drain, name="nbstream-writer", daemon=True)
-            self._thread.start()
+    def _start_thread(self) -> None:
+        self._thread = threading.Thread(target=self._drain, name="nbstream-writer", daemon=True)
+        self._thread.start()
 
     def _stop_thread(self) -> None:
         if self._thread is None:
