@@ -126,7 +126,10 @@ class Writer:
         self._copy_inference = copy_cpu_outputs is None and not synchronous
         self._pool = _StagingPool()
         self._queue: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
-        self._cond = threading.Condition()
+        # The byte budget: the hook takes the plain lock (a C call, no Python frames), and
+        # waits on the condition built on it only when the budget is spent.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._inflight = 0
         self._thread: threading.Thread | None = None
         self._error: WriterError | InPlaceChangeError | None = None
@@ -158,7 +161,7 @@ class Writer:
             self._write(batch)
             self._raise_pending()
             return
-        with self._cond:
+        with self._lock:
             while self._inflight and self._inflight + batch.nbytes > self.max_inflight_bytes:
                 if self._error is not None:
                     break
@@ -203,7 +206,10 @@ class Writer:
         # The hot path of every hook: cheap attribute reads only (no .device.type, no
         # detach unless needed; each costs a new Python object).
         batch = _Batch(label, {}, 0, self.rows_submitted, then)
+        rows = -1
         for name, tensor in arrays.items():
+            n = tensor.shape[0]
+            rows = n if rows < 0 or n < rows else rows
             if tensor.requires_grad:
                 tensor = tensor.detach()
             batch.nbytes += tensor.nbytes
@@ -220,8 +226,7 @@ class Writer:
                 batch.arrays[name] = tensor
                 if not tensor.is_inference():
                     self._watched.append(_Watched(label, name, tensor, tensor._version, batch))
-        if arrays:
-            self.rows_submitted += min(t.shape[0] for t in arrays.values())
+        self.rows_submitted += max(rows, 0)
         if batch.event is not None:
             self._protect_compute_stream(batch)
         return batch
@@ -306,7 +311,7 @@ class Writer:
                 if self._error is None:
                     self._write(batch)
             finally:
-                with self._cond:
+                with self._lock:
                     self._inflight -= batch.nbytes
                     self._cond.notify_all()
             if self._on_idle is not None and self._error is None and self._queue.empty():
@@ -351,7 +356,8 @@ class Writer:
     def _forget_after_fork(self) -> None:
         """In a forked child the thread does not exist: this copy must not wait for it."""
         self._thread = None
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._queue = queue.SimpleQueue()
         self._inflight = 0
         self._watched = []
