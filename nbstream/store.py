@@ -21,6 +21,8 @@ a folder without ``manifest.json`` is an interrupted run. An array file is preal
 ``SIGBUS`` inside a page fault) for an estimated row count and grows by doubling: rows
 already written stay where they are. Its header is
 padded to a fixed length that fits any row count, so closing only rewrites the shape.
+With ``fsync``, every ``_SYNC_CHUNK_BYTES`` of new rows are handed to a background
+``fdatasync`` (:mod:`nbstream.syncer`), so closing only waits for the last rows.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ import typing as tp
 from pathlib import Path
 
 import numpy as np
+
+from nbstream.syncer import BackgroundSync
 
 if tp.TYPE_CHECKING:
     import pandas as pd
@@ -122,7 +126,7 @@ class GrowableNpy:
         self.row_shape = tuple(int(d) for d in row_shape)
         self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * dtype.itemsize
         self.rows = 0
-        self.synced_rows = 0
+        self.synced_rows = 0  # rows a disk sync was requested for (PredictionStore)
         self._fsync = fsync
         descr = np.lib.format.dtype_to_descr(self.np_dtype)
         self._descr = descr
@@ -199,10 +203,14 @@ class GrowableNpy:
             "header_bytes": self.header_bytes,
         }
 
-    def sync(self) -> None:
-        """Write the rows so far to the disk now, so that closing has little left to wait for."""
-        os.fdatasync(self._fd)
-        self.synced_rows = self.rows
+    def fileno(self) -> int:
+        """The open file's descriptor (for the store's background fdatasync)."""
+        return self._fd
+
+    @property
+    def unsynced_bytes(self) -> int:
+        """Bytes of rows written since the last disk sync was requested."""
+        return (self.rows - self.synced_rows) * self.row_bytes
 
     def discard(self) -> None:
         """Close without publishing; the ``.partial`` file stays as evidence of the stop."""
@@ -230,11 +238,18 @@ class PredictionStore:
         (self.folder / (MANIFEST_NAME + PARTIAL_SUFFIX)).write_text(json.dumps(in_progress))
         self.capacity_hint: int | None = None
         self.arrays: dict[str, GrowableNpy] = {}
+        self._syncer = BackgroundSync() if fsync else None
 
     def append(self, name: str, rows: torch.Tensor) -> None:
-        """Append ``rows`` to array ``name``, creating it from the first rows' dtype and shape."""
+        """Append ``rows`` to array ``name``, creating it from the first rows' dtype and shape.
+
+        With ``fsync``, every ``_SYNC_CHUNK_BYTES`` of new rows are handed to the background
+        sync, so the disk writes overlap the copies instead of waiting for the close.
+        """
         array = self.arrays.get(name) or self.create(name, rows.dtype, tuple(rows.shape[1:]))
         array.append(rows)
+        if self._syncer is not None and array.unsynced_bytes >= _SYNC_CHUNK_BYTES:
+            self._request_sync(array)
 
     def create(
         self, name: str, dtype: torch.dtype, row_shape: tuple[int, ...], capacity: int = 0
@@ -259,16 +274,28 @@ class PredictionStore:
         return counts.pop() if counts else 0
 
     def sync_some(self, min_bytes: int = _SYNC_CHUNK_BYTES) -> None:
-        """With ``fsync``: push arrays holding ``min_bytes`` of unsynced rows to the disk.
+        """With ``fsync``: start pushing arrays with ``min_bytes`` of new rows to the disk.
 
         The writer calls it when idle, spreading the disk writes over the test loop
-        instead of making the end of the epoch wait for all of them.
+        instead of making the end of the epoch wait for all of them. It returns at once:
+        the sync runs on the background thread.
         """
-        if not self.fsync:
+        if self._syncer is None:
             return
         for array in self.arrays.values():
-            if (array.rows - array.synced_rows) * array.row_bytes >= min_bytes:
-                array.sync()
+            if array.rows > array.synced_rows and array.unsynced_bytes >= min_bytes:
+                self._request_sync(array)
+
+    def _request_sync(self, array: GrowableNpy) -> None:
+        assert self._syncer is not None
+        self._syncer.request(array.fileno(), array.partial_path.name)
+        array.synced_rows = array.rows
+
+    def _stop_syncs(self) -> None:
+        """Let requested syncs finish and join their thread before any file is closed."""
+        syncer, self._syncer = self._syncer, None
+        if syncer is not None:
+            syncer.close()
 
     def truncate(self, n_rows: int) -> None:
         """Keep only the first ``n_rows`` rows of every array (what a stopped run kept whole)."""
@@ -296,6 +323,7 @@ class PredictionStore:
         n_windows = self.n_windows
         if len(metadata) != n_windows:
             raise RuntimeError(f"{len(metadata)} metadata rows for {n_windows} windows")
+        self._stop_syncs()  # raises a failed background sync: nothing is published then
         if isinstance(metadata, pa.Table):
             table = metadata
             dtypes = table.schema.empty_table().to_pandas().dtypes
@@ -333,6 +361,8 @@ class PredictionStore:
 
     def discard(self) -> None:
         """Stop without publishing: the folder stays an interrupted run for the reader."""
+        with contextlib.suppress(OSError):
+            self._stop_syncs()
         for array in self.arrays.values():
             array.discard()
         self.arrays = {}

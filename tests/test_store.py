@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -710,10 +711,12 @@ def test_sync_some_flushes_only_arrays_with_enough_unsynced_bytes(tmp_path: Path
     store.sync_some(min_bytes=1000)
     assert store.arrays["y_pred"].synced_rows == 100
     assert store.arrays["y_true"].synced_rows == 0
+    store.finalize(_metadata(100))
     unsynced = PredictionStore(tmp_path / "nofsync", fsync=False)
     unsynced.append("y_pred", torch.ones(100, 10))
     unsynced.sync_some(min_bytes=1)
     assert unsynced.arrays["y_pred"].synced_rows == 0
+    unsynced.discard()
 
 
 def test_a_new_store_marks_the_folder_in_progress(tmp_path: Path) -> None:
@@ -722,3 +725,33 @@ def test_a_new_store_marks_the_folder_in_progress(tmp_path: Path) -> None:
     PredictionStore(tmp_path, fsync=False)  # a run that dies before any rows reach the disk
     with pytest.raises(IncompletePredictionsError, match="interrupted"):
         read_predictions(tmp_path)
+
+
+def test_appends_hand_full_chunks_to_the_background_sync(tmp_path: Path, monkeypatch) -> None:
+    synced: list[int] = []
+    monkeypatch.setattr(store_mod, "_SYNC_CHUNK_BYTES", 4000)
+    monkeypatch.setattr(os, "fdatasync", synced.append)
+    store = PredictionStore(tmp_path)
+    store.append("y_pred", torch.ones(60, 10))  # 2,400 bytes: below the chunk
+    assert store.arrays["y_pred"].synced_rows == 0
+    store.append("y_pred", torch.ones(60, 10))  # 4,800 bytes: one chunk handed over
+    assert store.arrays["y_pred"].synced_rows == 120
+    fd = store.arrays["y_pred"].fileno()
+    store.finalize(_metadata(120))  # waits for the sync, then closes the file
+    assert synced == [fd]
+    assert "nbstream-fdatasync" not in {t.name for t in threading.enumerate()}
+
+
+def test_a_failed_background_sync_publishes_nothing(tmp_path: Path, monkeypatch) -> None:
+    def broken(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(store_mod, "_SYNC_CHUNK_BYTES", 1)
+    monkeypatch.setattr(os, "fdatasync", broken)
+    store = PredictionStore(tmp_path)
+    store.append("y_pred", torch.ones(4, 3))
+    with pytest.raises(OSError, match=r"writing y_pred.npy.partial to the disk failed"):
+        store.finalize(_metadata(4))
+    store.discard()
+    assert not (tmp_path / MANIFEST_NAME).exists()
+    assert "nbstream-fdatasync" not in {t.name for t in threading.enumerate()}
