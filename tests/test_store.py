@@ -709,13 +709,13 @@ def test_sync_some_flushes_only_arrays_with_enough_unsynced_bytes(tmp_path: Path
     store.append("y_pred", torch.ones(100, 10))  # 4,000 bytes
     store.append("y_true", torch.ones(100))  # 400 bytes
     store.sync_some(min_bytes=1000)
-    assert store.arrays["y_pred"].synced_rows == 100
-    assert store.arrays["y_true"].synced_rows == 0
+    assert store.arrays["y_pred"].handed_off_rows == 100
+    assert store.arrays["y_true"].handed_off_rows == 0
     store.finalize(_metadata(100))
     unsynced = PredictionStore(tmp_path / "nofsync", fsync=False)
     unsynced.append("y_pred", torch.ones(100, 10))
     unsynced.sync_some(min_bytes=1)
-    assert unsynced.arrays["y_pred"].synced_rows == 0
+    assert unsynced.arrays["y_pred"].handed_off_rows == 0
     unsynced.discard()
 
 
@@ -733,9 +733,9 @@ def test_appends_hand_full_chunks_to_the_background_sync(tmp_path: Path, monkeyp
     monkeypatch.setattr(os, "fdatasync", synced.append)
     store = PredictionStore(tmp_path)
     store.append("y_pred", torch.ones(60, 10))  # 2,400 bytes: below the chunk
-    assert store.arrays["y_pred"].synced_rows == 0
+    assert store.arrays["y_pred"].handed_off_rows == 0
     store.append("y_pred", torch.ones(60, 10))  # 4,800 bytes: one chunk handed over
-    assert store.arrays["y_pred"].synced_rows == 120
+    assert store.arrays["y_pred"].handed_off_rows == 120
     fd = store.arrays["y_pred"].fileno()
     store.finalize(_metadata(120))  # waits for the sync, then closes the file
     assert synced == [fd]
@@ -755,3 +755,44 @@ def test_a_failed_background_sync_publishes_nothing(tmp_path: Path, monkeypatch)
     store.discard()
     assert not (tmp_path / MANIFEST_NAME).exists()
     assert "nbstream-fdatasync" not in {t.name for t in threading.enumerate()}
+
+
+@pytest.mark.parametrize("fsync", [True, False])
+def test_handed_off_rows_read_back_exactly(tmp_path: Path, monkeypatch, fsync: bool) -> None:
+    """Rows unmapped after writing (and the file growing past them) are all in the file."""
+    monkeypatch.setattr(store_mod, "_SYNC_CHUNK_BYTES", 5000)  # not a page multiple
+    store = PredictionStore(tmp_path, fsync=fsync)
+    store.capacity_hint = 7  # grows several times
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.randn(int(n), 33, generator=gen) for n in torch.randint(1, 60, (40,))]
+    for rows in batches:
+        store.append("y_pred", rows)
+    assert 0 < store.arrays["y_pred"].handed_off_rows <= store.arrays["y_pred"].rows
+    store.finalize(_metadata(sum(len(b) for b in batches)))
+    got = np.load(tmp_path / "y_pred.npy", mmap_mode="r")
+    np.testing.assert_array_equal(got, torch.cat(batches).numpy())
+
+
+def _mapped_rss_kib(path: Path) -> int:
+    """Resident KiB of this process's mappings of ``path`` (from /proc/self/smaps)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if not line.split(maxsplit=1)[0].endswith(":"):  # a mapping's header line
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
+def test_written_rows_leave_the_resident_set(tmp_path: Path, monkeypatch) -> None:
+    """Resident memory stays near one hand-off chunk however much is written."""
+    monkeypatch.setattr(store_mod, "_SYNC_CHUNK_BYTES", 1 << 20)
+    store = PredictionStore(tmp_path, fsync=False)
+    store.capacity_hint = 4096
+    rows = torch.ones(256, 4096)  # 4 MiB a batch
+    for _ in range(8):
+        store.append("y_pred", rows)
+    path = store.arrays["y_pred"].partial_path
+    assert _mapped_rss_kib(path) < 2 * 1024  # 32 MiB written
+    store.finalize(_metadata(8 * 256))
