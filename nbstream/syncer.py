@@ -82,9 +82,12 @@ class BackgroundSync:
                 self._busy = True
             try:
                 if self._error is None:
-                    os.fdatasync(fd)
-            except OSError as exc:
-                error = OSError(exc.errno, f"writing {name} to the disk failed: {exc.strerror}")
+                    getattr(os, "fdatasync", os.fsync)(fd)  # macOS has no fdatasync
+            except BaseException as exc:  # kept for the caller: this thread must not die
+                if isinstance(exc, OSError):
+                    error = OSError(exc.errno, f"writing {name} to the disk failed: {exc.strerror}")
+                else:
+                    error = OSError(f"writing {name} to the disk failed: {exc!r}")
                 error.__cause__ = exc
                 self._error = error
             finally:

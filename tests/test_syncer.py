@@ -82,3 +82,19 @@ def test_close_without_requests_and_requests_after_close() -> None:
     syncer.close()  # no thread was started
     with pytest.raises(RuntimeError, match="closed"):
         syncer.request(3, "late")
+
+
+def test_an_unexpected_error_is_kept_and_the_thread_keeps_serving(monkeypatch) -> None:
+    """Anything raised by the sync becomes the caller's error; waiting never hangs."""
+
+    def broken(fd: int) -> None:
+        raise ValueError("bad file descriptor state")
+
+    monkeypatch.setattr(os, "fdatasync", broken)
+    syncer = BackgroundSync()
+    syncer.request(3, "y_true.npy.partial")
+    with pytest.raises(OSError, match=r"y_true\.npy\.partial.*ValueError"):
+        syncer.wait()
+    with pytest.raises(OSError):
+        syncer.close()
+    assert "nbstream-fdatasync" not in _threads()
