@@ -38,22 +38,17 @@ class _Run:
 
     def __init__(self, folder: Path, collector: WindowPredictionCollector) -> None:
         self.store = PredictionStore(folder, fsync=collector.fsync)
+        self.metadata = WindowMetadata(collector.group_field)
         self.writer = Writer(
             self.store.append,
             synchronous=collector.synchronous,
             max_inflight_bytes=collector.max_inflight_bytes,
             copy_cpu_outputs=collector.copy_cpu_outputs,
-            on_idle=self.idle,
+            on_idle=self.metadata.seal,  # between batches: build the table's Arrow columns
         )
-        self.metadata = WindowMetadata(collector.group_field)
         self.expected: dict[str, tuple[torch.dtype, tuple[int, ...]]] = {}
         self.started = time.perf_counter()
         self._signature: tuple[tp.Any, ...] | None = None
-
-    def idle(self) -> None:
-        """Work for the writer thread between batches: push rows to disk, build the table."""
-        self.store.sync_some()
-        self.metadata.seal()
 
     def checked_pair(self, outputs: tp.Any, n_windows: int) -> dict[str, torch.Tensor]:
         """``{"y_pred", "y_true"}`` from the hook's outputs, or a PredictionFormatError.

@@ -158,12 +158,11 @@ class WindowMetadata:
                     "it needs one subject id per window"
                 )
         groups: list[tp.Any] = []
-        complete = False
         if self.every_window_has_group:
             groups, complete = _groups_of(segments, self.group_field)
-        if self.every_window_has_group and not complete:
-            self.every_window_has_group = False
-            self.group = []
+            if not complete:
+                self.every_window_has_group = False
+                self.group = []
         self.timeline.extend(map(_TIMELINE, segments))
         self.batch_idx.extend([batch_idx] * n)
         self.dataloader_idx.extend([dataloader_idx] * n)

@@ -210,7 +210,7 @@ class GrowableNpy:
         return self._fd
 
     @property
-    def unsynced_bytes(self) -> int:
+    def bytes_since_hand_off(self) -> int:
         """Bytes of rows written since the last hand-off (:meth:`release_written`)."""
         return (self.rows - self.handed_off_rows) * self.row_bytes
 
@@ -271,7 +271,7 @@ class PredictionStore:
         """
         array = self.arrays.get(name) or self.create(name, rows.dtype, tuple(rows.shape[1:]))
         array.append(rows)
-        if array.unsynced_bytes >= _SYNC_CHUNK_BYTES:
+        if array.bytes_since_hand_off >= _SYNC_CHUNK_BYTES:
             self._hand_off(array)
 
     def create(
@@ -295,19 +295,6 @@ class PredictionStore:
         if len(counts) > 1:
             raise RuntimeError(f"arrays hold different row counts: {self._row_counts()}")
         return counts.pop() if counts else 0
-
-    def sync_some(self, min_bytes: int = _SYNC_CHUNK_BYTES) -> None:
-        """With ``fsync``: start pushing arrays with ``min_bytes`` of new rows to the disk.
-
-        The writer calls it when idle, spreading the disk writes over the test loop
-        instead of making the end of the epoch wait for all of them. It returns at once:
-        the sync runs on the background thread.
-        """
-        if self._syncer is None:
-            return
-        for array in self.arrays.values():
-            if array.rows > array.handed_off_rows and array.unsynced_bytes >= min_bytes:
-                self._hand_off(array)
 
     def _hand_off(self, array: GrowableNpy) -> None:
         array.release_written()

@@ -206,10 +206,8 @@ class Writer:
         # The hot path of every hook: cheap attribute reads only (no .device.type, no
         # detach unless needed; each costs a new Python object).
         batch = _Batch(label, {}, 0, self.rows_submitted, then)
-        rows = -1
+        self.rows_submitted += min((t.shape[0] for t in arrays.values()), default=0)
         for name, tensor in arrays.items():
-            n = tensor.shape[0]
-            rows = n if rows < 0 or n < rows else rows
             if tensor.requires_grad:
                 tensor = tensor.detach()
             batch.nbytes += tensor.nbytes
@@ -226,7 +224,6 @@ class Writer:
                 batch.arrays[name] = tensor
                 if not tensor.is_inference():
                     self._watched.append(_Watched(label, name, tensor, tensor._version, batch))
-        self.rows_submitted += max(rows, 0)
         if batch.event is not None:
             self._protect_compute_stream(batch)
         return batch

@@ -704,21 +704,6 @@ def test_failed_finalize_then_discard_leaves_other_files_open(
     assert not (tmp_path / MANIFEST_NAME).exists()
 
 
-def test_sync_some_flushes_only_arrays_with_enough_unsynced_bytes(tmp_path: Path) -> None:
-    store = PredictionStore(tmp_path)
-    store.append("y_pred", torch.ones(100, 10))  # 4,000 bytes
-    store.append("y_true", torch.ones(100))  # 400 bytes
-    store.sync_some(min_bytes=1000)
-    assert store.arrays["y_pred"].handed_off_rows == 100
-    assert store.arrays["y_true"].handed_off_rows == 0
-    store.finalize(_metadata(100))
-    unsynced = PredictionStore(tmp_path / "nofsync", fsync=False)
-    unsynced.append("y_pred", torch.ones(100, 10))
-    unsynced.sync_some(min_bytes=1)
-    assert unsynced.arrays["y_pred"].handed_off_rows == 0
-    unsynced.discard()
-
-
 def test_a_new_store_marks_the_folder_in_progress(tmp_path: Path) -> None:
     from nbstream import IncompletePredictionsError, read_predictions
 
