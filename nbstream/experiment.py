@@ -168,8 +168,8 @@ class Experiment(pydantic.BaseModel):
 def _train_and_test(experiment: Experiment, predictions: Path | None) -> dict[str, float]:
     """The body of ``run()``: fit on every device, then test on global rank zero alone."""
     import lightning.pytorch as pl
-    import torch
 
+    from nbstream.process_group import ReleaseProcessGroup
     from nbstream.tasks.module import Decoder
 
     pl.seed_everything(experiment.seed, workers=True, verbose=False)
@@ -178,13 +178,12 @@ def _train_and_test(experiment: Experiment, predictions: Path | None) -> dict[st
     config = experiment.trainer
     train_seconds, is_global_zero = 0.0, True
     if config.max_epochs > 0:
-        trainer = config.build()
+        trainer = config.build(callbacks=[ReleaseProcessGroup()])
         start = time.perf_counter()
         trainer.fit(module, train_dataloaders=world.loader("train", shuffle=True))
+        # the callback released training's process group in every training process
         train_seconds = time.perf_counter() - start
         is_global_zero = trainer.is_global_zero
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
     if not is_global_zero:
         return {}
     callbacks = []
