@@ -91,6 +91,7 @@ def _one_type(values: list[tp.Any]) -> list[tp.Any]:
 # fixed cost is small, small enough that the conversion fits between two batches.
 SEAL_ROWS = 16_384
 _OPTIONAL = ("subject_id", "group")
+_PYTHON_COLUMNS = ("timeline", *_OPTIONAL)  # the columns whose values may be any object
 # The plain Python types whose Arrow type is the one pandas would give their column.
 _ARROW_TYPE_NAMES = {str: "string", int: "int64", float: "float64", bool: "bool_"}
 
@@ -124,6 +125,7 @@ class WindowMetadata:
 
     def __init__(self, group_field: str = "text") -> None:
         self.group_field = group_field
+        # Rows [sealed_rows, len(self)) as Python values; the sealed rows live in _chunks.
         self.timeline: list[tp.Any] = []
         self.batch_idx: list[int] = []
         self.dataloader_idx: list[int] = []
@@ -136,7 +138,7 @@ class WindowMetadata:
         self.sealed_rows = 0
 
     def __len__(self) -> int:
-        return len(self.timeline)
+        return self.sealed_rows + len(self.timeline)
 
     def add(
         self,
@@ -175,30 +177,55 @@ class WindowMetadata:
 
     def seal(self, min_rows: int | None = None) -> None:
         """Convert the rows added since the last seal to Arrow, if there are ``min_rows``
-        (default ``SEAL_ROWS``)."""
-        start, stop = self.sealed_rows, len(self.timeline)
+        (default ``SEAL_ROWS``), and let go of their Python values.
+
+        Why let go: a window's values are Python objects (often strings made per window);
+        freeing a whole epoch's worth at its end cost ~4 ms per 128k windows there.
+        """
+        n = len(self.timeline)
         min_rows = SEAL_ROWS if min_rows is None else max(min_rows, 1)
-        if self._chunks is None or stop - start < min_rows:
+        if self._chunks is None or n < min_rows:
             return
         import numpy as np
         import pyarrow as pa
 
-        lists = {"timeline": self.timeline, "subject_id": self.subject_id, "group": self.group}
         chunk: dict[str, pa.Array] = {
-            "batch_idx": pa.array(np.asarray(self.batch_idx[start:stop], dtype=np.int64)),
-            "dataloader_idx": pa.array(np.asarray(self.dataloader_idx[start:stop], dtype=np.int64)),
+            "batch_idx": pa.array(np.asarray(self.batch_idx, dtype=np.int64)),
+            "dataloader_idx": pa.array(np.asarray(self.dataloader_idx, dtype=np.int64)),
         }
-        for name, values in lists.items():
+        for name in _PYTHON_COLUMNS:
             if name in _OPTIONAL and not self._has(name):
                 continue
-            column = _arrow_column(values[start:stop])
+            column = _arrow_column(getattr(self, name))
             previous = self._chunks[0].get(name) if self._chunks else None
             if column is None or (previous is not None and previous.type != column.type):
+                self._unseal()
                 self._chunks = None  # not one plain type: pandas builds the table at the end
                 return
             chunk[name] = column
         self._chunks.append(chunk)
-        self.sealed_rows = stop
+        self.sealed_rows += n
+        for name in ("batch_idx", "dataloader_idx", *_PYTHON_COLUMNS):
+            getattr(self, name).clear()
+
+    def _unseal(self) -> None:
+        """Put the sealed rows back in front of the Python lists (for pandas' path).
+
+        Floats come back through numpy, so a NaN (stored as an Arrow null) is NaN again.
+        """
+        if not self._chunks:
+            return
+        for name in ("timeline", "batch_idx", "dataloader_idx", *_OPTIONAL):
+            if name in _OPTIONAL and not self._has(name):
+                continue
+            sealed = [
+                value
+                for chunk in self._chunks
+                for value in chunk[name].to_numpy(zero_copy_only=False).tolist()
+            ]
+            setattr(self, name, sealed + getattr(self, name))
+        self._chunks = []
+        self.sealed_rows = 0
 
     def to_table(self, n_rows: int | None = None) -> pa.Table:
         """The table as Arrow, optionally cut to its first ``n_rows`` rows.
@@ -228,6 +255,7 @@ class WindowMetadata:
         import numpy as np
         import pandas as pd
 
+        self._unseal()
         columns: dict[str, tp.Any] = {
             "timeline": _one_type(self.timeline),
             "batch_idx": np.asarray(self.batch_idx, dtype=np.int64),

@@ -351,18 +351,40 @@ def test_table_reads_back_as_the_frame(tmp_path: Path, kind: str, seal_every, n_
     """Whatever was sealed when: the Parquet file reads back as pandas' own table would."""
     import pyarrow.parquet as pq
 
-    meta = WindowMetadata()
+    meta, never_sealed = WindowMetadata(), WindowMetadata()
     for b, (segments, subjects) in enumerate(_batches(kind)):
         meta.add(segments, subjects, batch_idx=b, dataloader_idx=b % 2)
+        never_sealed.add(segments, subjects, batch_idx=b, dataloader_idx=b % 2)
         if seal_every is not None:
             meta.seal(min_rows=seal_every)
+    assert len(meta) == len(never_sealed)
     table = meta.to_table(n_rows)
-    frame = meta.to_frame(n_rows)
+    frame = never_sealed.to_frame(n_rows)
+    # the sealed rows come back as the same Python values when pandas needs them
+    pd.testing.assert_frame_equal(meta.to_frame(n_rows), frame)
     pq.write_table(table, tmp_path / "arrow.parquet")
     frame.to_parquet(tmp_path / "pandas.parquet", index=False)
     got = pd.read_parquet(tmp_path / "arrow.parquet")
     pd.testing.assert_frame_equal(got, pd.read_parquet(tmp_path / "pandas.parquet"))
     pd.testing.assert_series_equal(table.schema.empty_table().to_pandas().dtypes, frame.dtypes)
+
+
+def test_sealed_rows_leave_the_python_lists() -> None:
+    """Sealed rows are freed as they are sealed (on the writer, between batches)."""
+    meta = WindowMetadata()
+    meta.add(_segments(["a", "b"]), [1, 2], batch_idx=0, dataloader_idx=0)
+    meta.seal(min_rows=1)
+    assert (len(meta), meta.sealed_rows, meta.timeline, meta.group, meta.subject_id) == (
+        2,
+        2,
+        [],
+        [],
+        [],
+    )
+    meta.add(_segments(["c"]), [3], batch_idx=1, dataloader_idx=0)
+    assert len(meta) == 3
+    assert meta.to_table().column("group").to_pylist() == ["a", "b", "c"]
+    assert meta.to_frame()["subject_id"].tolist() == [1, 2, 3]
 
 
 def test_seal_waits_for_enough_rows() -> None:
