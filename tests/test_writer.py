@@ -155,17 +155,22 @@ def test_change_after_safe_write_is_fine(mode: dict) -> None:
     assert torch.equal(sink.calls[0][1], torch.zeros(2))
 
 
-def test_inference_tensors_are_copied_so_later_changes_do_not_leak() -> None:
+@pytest.mark.parametrize("shape", [(8, 5), (200, 100)], ids=["cloned", "pooled"])
+def test_inference_tensors_are_copied_so_later_changes_do_not_leak(shape) -> None:
+    """Small copies are clones, larger ones (over 64 KiB) go through the staging pool."""
     sink = RecordingSink()
     sink.gate.clear()  # hold the thread so the change happens before the write
     writer = Writer(sink)
     with torch.inference_mode():
-        y_pred = torch.zeros(8, 5)
-        writer.submit({"y_pred": y_pred}, label="batch 0")
-        y_pred.fill_(7)
-    sink.gate.set()
+        for i in range(3):  # the pool hands a written buffer out again
+            y_pred = torch.full(shape, float(i))
+            writer.submit({"y_pred": y_pred}, label=f"batch {i}")
+            y_pred.fill_(7)
+            if i == 0:
+                sink.gate.set()
     writer.close()
-    assert torch.equal(sink.calls[0][1], torch.zeros(8, 5))
+    assert [float(t[0, 0]) for _, t in sink.calls] == [0.0, 1.0, 2.0]
+    assert all(bool((t == t[0, 0]).all()) for _, t in sink.calls)
 
 
 def test_copy_cpu_outputs_true_copies_every_tensor() -> None:
