@@ -65,7 +65,6 @@ class _Run:
                 and y_pred.ndim
                 and y_true.ndim
                 and y_pred.shape[0] == n_windows == y_true.shape[0]
-                and self._signature is not None
                 and self._signature
                 == (y_pred.dtype, y_pred.shape[1:], y_true.dtype, y_true.shape[1:])
             ):

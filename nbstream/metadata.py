@@ -92,6 +92,7 @@ def _one_type(values: list[tp.Any]) -> list[tp.Any]:
 SEAL_ROWS = 16_384
 _OPTIONAL = ("subject_id", "group")
 _PYTHON_COLUMNS = ("timeline", *_OPTIONAL)  # the columns whose values may be any object
+_COLUMNS = ("timeline", "batch_idx", "dataloader_idx", *_OPTIONAL)  # in table order
 # The plain Python types whose Arrow type is the one pandas would give their column.
 _ARROW_TYPE_NAMES = {str: "string", int: "int64", float: "float64", bool: "bool_"}
 
@@ -205,7 +206,7 @@ class WindowMetadata:
             chunk[name] = column
         self._chunks.append(chunk)
         self.sealed_rows += n
-        for name in ("batch_idx", "dataloader_idx", *_PYTHON_COLUMNS):
+        for name in _COLUMNS:
             getattr(self, name).clear()
 
     def _unseal(self) -> None:
@@ -215,7 +216,7 @@ class WindowMetadata:
         """
         if not self._chunks:
             return
-        for name in ("timeline", "batch_idx", "dataloader_idx", *_OPTIONAL):
+        for name in _COLUMNS:
             if name in _OPTIONAL and not self._has(name):
                 continue
             sealed = [
@@ -238,8 +239,7 @@ class WindowMetadata:
         self.seal(min_rows=1)
         if self._chunks is None or not self._chunks:
             return pa.Table.from_pandas(self.to_frame(n_rows), preserve_index=False)
-        names = ["timeline", "batch_idx", "dataloader_idx"]
-        names += [name for name in _OPTIONAL if self._has(name)]
+        names = [name for name in _COLUMNS if name not in _OPTIONAL or self._has(name)]
         columns = {name: pa.chunked_array([c[name] for c in self._chunks]) for name in names}
         table = pa.table(columns)
         return table if n_rows is None else table.slice(0, n_rows)
