@@ -9,6 +9,7 @@ collector can neither reuse nor pre-fault them.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 import typing as tp
 from pathlib import Path
@@ -23,6 +24,7 @@ __all__ = [
     "WORKLOADS",
     "EpochTimes",
     "ScalingWorkload",
+    "WakeFloor",
     "Workload",
     "make_collector",
     "make_step",
@@ -220,6 +222,41 @@ def run_epoch(
 
 
 # -- the contenders --------------------------------------------------------------------------
+class WakeFloor:
+    """The least a hook can do to hand a batch to a writer thread: one queue put, no checks.
+
+    Why: it measures, in the same loop as the collectors, the cost of waking a sleeping
+    thread once per batch (a futex wake and an inter-processor interrupt, costly in a VM):
+    the floor under any collector that writes off the main thread, batch by batch. Its
+    thread only drops what it gets, so nothing is written.
+    """
+
+    def __init__(self) -> None:
+        import queue
+
+        self._queue: queue.SimpleQueue[tp.Any] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def on_test_epoch_start(self, trainer: tp.Any, pl_module: tp.Any) -> None:
+        self._thread = threading.Thread(target=self._drain, name="wake-floor", daemon=True)
+        self._thread.start()
+
+    def on_test_batch_end(
+        self, trainer: tp.Any, module: tp.Any, outputs: tp.Any, batch: tp.Any, *idx: int
+    ) -> None:
+        self._queue.put((outputs, batch))
+
+    def on_test_epoch_end(self, trainer: tp.Any, pl_module: tp.Any) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _drain(self) -> None:
+        while self._queue.get() is not None:
+            pass
+
+
 def nbstream_available() -> bool:
     """Whether nbstream's collector imports (it is being written alongside these benches)."""
     try:
@@ -230,7 +267,8 @@ def nbstream_available() -> bool:
 
 
 def make_collector(name: str, folder: Path) -> tp.Any:
-    """A fresh collector: ``baseline``, ``nbstream`` (defaults) or ``nbstream-nofsync``."""
+    """A fresh collector: ``baseline``, ``nbstream`` (defaults), ``nbstream-nofsync``, or
+    ``wake-floor`` (:class:`WakeFloor`, which writes nothing)."""
     if name == "baseline":
         from bench.baseline import DefaultCollector
 
@@ -241,6 +279,8 @@ def make_collector(name: str, folder: Path) -> tp.Any:
         return WindowPredictionCollector(folder)
     if name == "nbstream-nofsync":
         return WindowPredictionCollector(folder, fsync=False)
+    if name == "wake-floor":
+        return WakeFloor()
     raise ValueError(f"unknown collector {name!r}; expected one of {COLLECTOR_NAMES}")
 
 
@@ -255,4 +295,4 @@ def read_folder(name: str, folder: Path) -> dict[str, tp.Any]:
     return read_predictions(folder)
 
 
-COLLECTOR_NAMES = ("baseline", "nbstream", "nbstream-nofsync")
+COLLECTOR_NAMES = ("baseline", "nbstream", "nbstream-nofsync", "wake-floor")

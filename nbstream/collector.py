@@ -163,6 +163,7 @@ class WindowPredictionCollector(Callback):
             then=functools.partial(
                 run.metadata.add, segments, subject_ids, batch_idx, dataloader_idx
             ),
+            rows=n_windows,
         )
 
     def on_test_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

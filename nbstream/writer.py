@@ -64,19 +64,10 @@ class _Batch:
     first_row: int
     then: tp.Callable[[], None] | None = None
     event: tp.Any = None  # a torch.cuda.Event when any array came from a GPU
-    staged: list[torch.Tensor] = dataclasses.field(default_factory=list)
+    staged: list[torch.Tensor] | None = None  # pooled buffers to give back once written
+    # CPU tensors handed over without a copy: (name, tensor, version when the hook saw it)
+    watched: list[tuple[str, torch.Tensor, int]] | None = None
     done: bool = False
-
-
-@dataclasses.dataclass(slots=True)
-class _Watched:
-    """A CPU tensor handed over without a copy, and its version when the hook saw it."""
-
-    label: str
-    name: str
-    tensor: torch.Tensor
-    version: int
-    batch: _Batch
 
 
 class _StagingPool:
@@ -145,7 +136,7 @@ class Writer:
         self._inflight = 0
         self._thread: threading.Thread | None = None
         self._error: WriterError | InPlaceChangeError | None = None
-        self._watched: list[_Watched] = []
+        self._watched: list[_Batch] = []  # batches with CPU tensors handed over uncopied
         self._streams: dict[int, tp.Any] = {}
         self._closed = False
         self.rows_submitted = 0
@@ -160,15 +151,21 @@ class Writer:
         *,
         label: str,
         then: tp.Callable[[], None] | None = None,
+        rows: int | None = None,
     ) -> None:
-        """Queue one batch of arrays (rows on dimension 0); returns once they are staged."""
+        """Queue one batch of arrays (rows on dimension 0); returns once they are staged.
+
+        ``rows``: the batch's row count when the caller knows it (saves reading shapes).
+        """
         if self._closed:
             raise RuntimeError("this writer is closed; create a new one for a new run")
         if self._error is not None:
             raise self._error
         if self._watched:
             self._check_watched()
-        batch = self._stage(arrays, label, then)
+        if rows is None:
+            rows = min((t.shape[0] for t in arrays.values()), default=0)
+        batch = self._stage(arrays, label, then, rows)
         if self.synchronous:
             self._write(batch)
             self._raise_pending()
@@ -213,35 +210,52 @@ class Writer:
         return self._inflight
 
     def _stage(
-        self, arrays: dict[str, torch.Tensor], label: str, then: tp.Callable[[], None] | None
+        self,
+        arrays: dict[str, torch.Tensor],
+        label: str,
+        then: tp.Callable[[], None] | None,
+        rows: int,
     ) -> _Batch:
         # The hot path of every hook: cheap attribute reads only (no .device.type, no
-        # detach unless needed; each costs a new Python object).
+        # detach unless needed; each costs a new Python object), each read once.
         batch = _Batch(label, {}, 0, self.rows_submitted, then)
-        self.rows_submitted += min((t.shape[0] for t in arrays.values()), default=0)
+        self.rows_submitted += rows
+        staged = batch.arrays
+        nbytes = 0
         for name, tensor in arrays.items():
             if tensor.requires_grad:
                 tensor = tensor.detach()
-            batch.nbytes += tensor.nbytes
-            if tensor.is_cuda:
-                batch.arrays[name] = self._stage_cuda(batch, tensor)
-            elif not tensor.is_cpu:
-                batch.arrays[name] = tensor.cpu()
-            elif self._copy_all_cpu or (self._copy_inference and tensor.is_inference()):
-                if tensor.nbytes <= _CLONE_MAX_BYTES:
-                    batch.arrays[name] = tensor.clone()
-                else:
-                    buffer, view = self._pool.take(tensor, pinned=False)
-                    view.copy_(tensor)
-                    batch.staged.append(buffer)
-                    batch.arrays[name] = view
+            nbytes += tensor.nbytes
+            if tensor.is_cpu:
+                untracked = tensor.is_inference()
+                if self._copy_all_cpu or (self._copy_inference and untracked):
+                    staged[name] = self._copy_cpu(batch, tensor)
+                    continue
+                staged[name] = tensor
+                if not untracked:
+                    if batch.watched is None:
+                        batch.watched = []
+                        self._watched.append(batch)
+                    batch.watched.append((name, tensor, tensor._version))
+            elif tensor.is_cuda:
+                staged[name] = self._stage_cuda(batch, tensor)
             else:
-                batch.arrays[name] = tensor
-                if not tensor.is_inference():
-                    self._watched.append(_Watched(label, name, tensor, tensor._version, batch))
+                staged[name] = tensor.cpu()
+        batch.nbytes = nbytes
         if batch.event is not None:
             self._protect_compute_stream(batch)
         return batch
+
+    def _copy_cpu(self, batch: _Batch, tensor: torch.Tensor) -> torch.Tensor:
+        """A private copy of a CPU tensor: a clone when small, a pooled buffer otherwise."""
+        if tensor.nbytes <= _CLONE_MAX_BYTES:
+            return tensor.clone()
+        buffer, view = self._pool.take(tensor, pinned=False)
+        view.copy_(tensor)
+        if batch.staged is None:
+            batch.staged = []
+        batch.staged.append(buffer)
+        return view
 
     def _stage_cuda(self, batch: _Batch, tensor: torch.Tensor) -> torch.Tensor:
         import torch
@@ -260,6 +274,8 @@ class Writer:
         if batch.event is None:
             batch.event = torch.cuda.Event()
         batch.event.record(stream)
+        if batch.staged is None:
+            batch.staged = []
         batch.staged.append(buffer)
         return view
 
@@ -272,30 +288,31 @@ class Writer:
     def _check_watched(self, *, final: bool = False) -> None:
         """Raise if a tensor handed over without a copy changed before it was safely written.
 
-        A tensor is released once its batch was written before an earlier check: any change
-        after that point cannot have reached the file.
+        A batch's tensors are released once it was written before an earlier check: any
+        change after that point cannot have reached the file.
         """
-        if not self._watched:
-            return
-        still: list[_Watched] = []
-        for watched in self._watched:
-            written_before = watched.batch.done
-            version = watched.tensor._version
-            if version != watched.version:
-                self._watched.clear()
-                error = InPlaceChangeError(
-                    watched.batch.first_row,
-                    f"{watched.name} returned for {watched.label} was changed in place after "
-                    f"on_test_batch_end returned (tensor version {watched.version} -> "
-                    f"{version}), so the saved rows may not be what the hook saw; return a "
-                    "fresh tensor from test_step (e.g. y_pred.clone()) or build the "
-                    "collector with copy_cpu_outputs=True",
-                )
-                # kept, so close() reports it too and the caller can keep the intact rows
-                self._error = error
-                raise error
-            if not (written_before or final):
-                still.append(watched)
+        still: list[_Batch] = []
+        for batch in self._watched:
+            written_before = batch.done
+            for name, tensor, seen in batch.watched or ():
+                version = tensor._version
+                if version != seen:
+                    self._watched.clear()
+                    error = InPlaceChangeError(
+                        batch.first_row,
+                        f"{name} returned for {batch.label} was changed in place after "
+                        f"on_test_batch_end returned (tensor version {seen} -> {version}), "
+                        "so the saved rows may not be what the hook saw; return a fresh "
+                        "tensor from test_step (e.g. y_pred.clone()) or build the collector "
+                        "with copy_cpu_outputs=True",
+                    )
+                    # kept, so close() reports it too and the caller can keep the intact rows
+                    self._error = error
+                    raise error
+            if written_before or final:
+                batch.watched = None
+            else:
+                still.append(batch)
         self._watched = still
 
     def _raise_pending(self) -> None:
@@ -360,9 +377,9 @@ class Writer:
         finally:
             batch.done = True
             batch.arrays = {}
-            for buffer in batch.staged:
+            for buffer in batch.staged or ():
                 self._pool.give(buffer)
-            batch.staged = []
+            batch.staged = None
 
     # -- process lifecycle -------------------------------------------------------------
     def _forget_after_fork(self) -> None:
