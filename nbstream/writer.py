@@ -11,6 +11,9 @@ The main thread's :meth:`Writer.submit` only stages and enqueues:
 * a CPU tensor torch cannot track (an inference-mode tensor) is copied into a pooled
   staging buffer, unless the caller said its outputs are never changed in place.
 
+Batches reach the thread through a :class:`~nbstream.mailbox.Mailbox`, which the thread
+polls while batches keep coming, so the hook seldom pays for waking it (classification
+hook 16.0 -> 6.3 us, retrieval 27.9 -> 16.9 us; loop times unchanged, interleaved).
 One thread owns the sink: it waits for each batch's event, calls ``sink(name, tensor)``
 for each array (a torch copy into the memmap, GIL released), then the batch's ``then``
 callback. A bounded byte budget gives back-pressure: ``submit`` blocks while the bytes in
@@ -34,12 +37,12 @@ import atexit
 import collections
 import dataclasses
 import os
-import queue
 import threading
 import typing as tp
 import weakref
 
 from nbstream.errors import InPlaceChangeError, WriterError
+from nbstream.mailbox import Mailbox
 
 if tp.TYPE_CHECKING:
     import torch
@@ -128,7 +131,7 @@ class Writer:
         self._copy_all_cpu = bool(copy_cpu_outputs) and not synchronous
         self._copy_inference = copy_cpu_outputs is None and not synchronous
         self._pool = _StagingPool()
-        self._queue: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
+        self._queue: Mailbox[_Batch | None] = Mailbox()
         # The byte budget: the hook takes the plain lock (a C call, no Python frames), and
         # waits on the condition built on it only when the budget is spent.
         self._lock = threading.Lock()
@@ -387,7 +390,7 @@ class Writer:
         self._thread = None
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
-        self._queue = queue.SimpleQueue()
+        self._queue = Mailbox()
         self._inflight = 0
         self._watched = []
         self._streams = {}
