@@ -14,8 +14,8 @@ Two ways to run them:
      and the test-loop wall time with each collector over the loop without one, while a
      model's compute (single-threaded matmuls, standing in for an accelerator the main
      thread waits on) takes twice as long per batch as writing it to the page cache; next
-     to them, the floor of any hand-off to a writer thread (``wake-floor``: one queue put
-     per batch, nothing written);
+     to them, what a hand-off through a plain queue costs (``queue-put``: one put per
+     batch to a sleeping thread, nothing written);
   3. reading ~800 MB back in a fresh subprocess: peak RSS growth and time to open.
 
 Every compared run is interleaved (A, B, C, A, B, C, ...) and numbers are medians over the
@@ -244,7 +244,7 @@ def measure_loops(names: list[str], scratch: Path, repeats: int, full: bool) -> 
             w = workload.scaled(n_windows=8, n_batches=20, shrink=50)
         write_s = write_time(w, scratch)
         compute = Compute(max(2e-3, 2 * write_s, w.batch_bytes / COVER_BPS))
-        variants = ["none", *names, "wake-floor"]
+        variants = ["none", *names, "queue-put"]
         per: dict[str, dict[str, list[float]]] = {
             v: {"hook_median": [], "hook_p99": [], "epoch_end": [], "loop": []} for v in variants
         }
@@ -346,8 +346,8 @@ def render(results: dict[str, tp.Any]) -> str:
                 f"{_ratio(stats['loop'], none):>9.3f}"
             )
     add(
-        "  (wake-floor: a hook that only puts the batch on a queue a sleeping thread waits on,"
-        " nothing written: the floor of any hand-off to a writer thread)"
+        "  (queue-put: a hook that only puts the batch on a queue a sleeping thread waits on,"
+        " nothing written: the cost of waking a writer thread per batch)"
     )
     add("")
     rd = results["read"]

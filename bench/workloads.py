@@ -23,8 +23,8 @@ __all__ = [
     "SCALING_WORKLOADS",
     "WORKLOADS",
     "EpochTimes",
+    "QueuePut",
     "ScalingWorkload",
-    "WakeFloor",
     "Workload",
     "make_collector",
     "make_step",
@@ -222,13 +222,14 @@ def run_epoch(
 
 
 # -- the contenders --------------------------------------------------------------------------
-class WakeFloor:
-    """The least a hook can do to hand a batch to a writer thread: one queue put, no checks.
+class QueuePut:
+    """A hook that only puts each batch on a plain queue a sleeping thread waits on.
 
-    Why: it measures, in the same loop as the collectors, the cost of waking a sleeping
-    thread once per batch (a futex wake and an inter-processor interrupt, costly in a VM):
-    the floor under any collector that writes off the main thread, batch by batch. Its
-    thread only drops what it gets, so nothing is written.
+    Why: it measures, in the same loop as the collectors, what waking a writer thread once
+    per batch costs the hook (a futex call and an interrupt to another CPU, dear in a VM):
+    the floor of a hand-off through ``queue.SimpleQueue``, which nbstream's
+    :class:`~nbstream.mailbox.Mailbox` avoids while batches keep coming. Its thread only
+    drops what it gets, so nothing is written.
     """
 
     def __init__(self) -> None:
@@ -238,7 +239,7 @@ class WakeFloor:
         self._thread: threading.Thread | None = None
 
     def on_test_epoch_start(self, trainer: tp.Any, pl_module: tp.Any) -> None:
-        self._thread = threading.Thread(target=self._drain, name="wake-floor", daemon=True)
+        self._thread = threading.Thread(target=self._drain, name="queue-put", daemon=True)
         self._thread.start()
 
     def on_test_batch_end(
@@ -268,7 +269,7 @@ def nbstream_available() -> bool:
 
 def make_collector(name: str, folder: Path) -> tp.Any:
     """A fresh collector: ``baseline``, ``nbstream`` (defaults), ``nbstream-nofsync``, or
-    ``wake-floor`` (:class:`WakeFloor`, which writes nothing)."""
+    ``queue-put`` (:class:`QueuePut`, which writes nothing)."""
     if name == "baseline":
         from bench.baseline import DefaultCollector
 
@@ -279,8 +280,8 @@ def make_collector(name: str, folder: Path) -> tp.Any:
         return WindowPredictionCollector(folder)
     if name == "nbstream-nofsync":
         return WindowPredictionCollector(folder, fsync=False)
-    if name == "wake-floor":
-        return WakeFloor()
+    if name == "queue-put":
+        return QueuePut()
     raise ValueError(f"unknown collector {name!r}; expected one of {COLLECTOR_NAMES}")
 
 
@@ -295,4 +296,4 @@ def read_folder(name: str, folder: Path) -> dict[str, tp.Any]:
     return read_predictions(folder)
 
 
-COLLECTOR_NAMES = ("baseline", "nbstream", "nbstream-nofsync", "wake-floor")
+COLLECTOR_NAMES = ("baseline", "nbstream", "nbstream-nofsync", "queue-put")
