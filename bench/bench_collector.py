@@ -246,7 +246,8 @@ def measure_loops(names: list[str], scratch: Path, repeats: int, full: bool) -> 
         compute = Compute(max(2e-3, 2 * write_s, w.batch_bytes / COVER_BPS))
         variants = ["none", *names, "queue-put"]
         per: dict[str, dict[str, list[float]]] = {
-            v: {"hook_median": [], "hook_p99": [], "epoch_end": [], "loop": []} for v in variants
+            v: {"hook_median": [], "hook_p99": [], "epoch_end": [], "loop": [], "loop_ratio": []}
+            for v in variants
         }
         for _ in range(repeats):
             for variant in variants:
@@ -258,6 +259,9 @@ def measure_loops(names: list[str], scratch: Path, repeats: int, full: bool) -> 
                 per[variant]["hook_p99"].append(stats["p99"])
                 per[variant]["epoch_end"].append(times.epoch_end)
                 per[variant]["loop"].append(times.loop)
+                # against the loop without a collector of the same repeat, run just before:
+                # the VM's speed drifts over minutes, and a pair shares one moment of it
+                per[variant]["loop_ratio"].append(times.loop / per["none"]["loop"][-1])
                 shutil.rmtree(folder, ignore_errors=True)
         results[wname] = {
             "n_batches": w.n_batches,
@@ -324,7 +328,7 @@ def render(results: dict[str, tp.Any]) -> str:
     add("per workload, with model compute covering the write (medians over repeats):")
     header = (
         f"  {'workload':<10} {'collector':<17} {'hook med ms':>11} {'hook p99 ms':>11} "
-        f"{'vs base':>8} {'end ms':>8} {'loop s':>7} {'loop/none':>9}"
+        f"{'vs base':>8} {'end ms':>8} {'loop s':>7} {'loop/none':>9} {'paired':>7}"
     )
     add(header)
     for wname, res in results["loops"].items():
@@ -332,7 +336,7 @@ def render(results: dict[str, tp.Any]) -> str:
         none = res["none"]["loop"]
         add(
             f"  {wname:<10} {'(no collector)':<17} {'':>11} {'':>11} {'':>8} {'':>8} "
-            f"{none:>7.2f} {1:>9.3f}   {res['n_batches']} batches of "
+            f"{none:>7.2f} {1:>9.3f} {1:>7.3f}   {res['n_batches']} batches of "
             f"{res['batch_bytes'] / MiB:.2f} MiB; compute {res['compute_per_batch_s'] * 1e3:.1f}"
             f" ms/batch vs baseline write {res['calibration_write_s'] * 1e3:.1f} ms"
         )
@@ -343,11 +347,12 @@ def render(results: dict[str, tp.Any]) -> str:
                 f"  {wname:<10} {name:<17} {stats['hook_median'] * 1e3:>11.3f} "
                 f"{stats['hook_p99'] * 1e3:>11.3f} {_ratio(stats['hook_median'], base):>8.3f} "
                 f"{stats['epoch_end'] * 1e3:>8.1f} {stats['loop']:>7.2f} "
-                f"{_ratio(stats['loop'], none):>9.3f}"
+                f"{_ratio(stats['loop'], none):>9.3f} {stats['loop_ratio']:>7.3f}"
             )
     add(
-        "  (queue-put: a hook that only puts the batch on a queue a sleeping thread waits on,"
-        " nothing written: the cost of waking a writer thread per batch)"
+        "  (paired: the median over repeats of each loop over the same repeat's loop without"
+        " a collector; queue-put: a hook that only puts the batch on a queue a sleeping thread"
+        " waits on, nothing written: the cost of waking a writer thread per batch)"
     )
     add("")
     rd = results["read"]
