@@ -18,8 +18,9 @@ Two ways to run them:
      batch to a sleeping thread, nothing written);
   3. reading ~800 MB back in a fresh subprocess: peak RSS growth and time to open.
 
-Every compared run is interleaved (A, B, C, A, B, C, ...) and numbers are medians over the
-repeats of one run, because the VM is noisy (see :mod:`bench.measure`).
+Every compared run is interleaved (A, B, C, B, C, A, ...: each repeat starts one later) and
+numbers are medians over the repeats of one run, because the VM is noisy (see
+:mod:`bench.measure`).
 """
 
 from __future__ import annotations
@@ -249,8 +250,11 @@ def measure_loops(names: list[str], scratch: Path, repeats: int, full: bool) -> 
             v: {"hook_median": [], "hook_p99": [], "epoch_end": [], "loop": [], "loop_ratio": []}
             for v in variants
         }
-        for _ in range(repeats):
-            for variant in variants:
+        for repeat in range(repeats):
+            # Each repeat starts one variant later, so no variant always follows the same one
+            # (whose page-cache traffic or freed memory could favour or slow it).
+            shift = repeat % len(variants)
+            for variant in variants[shift:] + variants[:shift]:
                 folder = _fresh(scratch / f"loop-{variant}")
                 collector = None if variant == "none" else make_collector(variant, folder)
                 times = run_epoch(collector, w, compute=compute)
@@ -259,10 +263,13 @@ def measure_loops(names: list[str], scratch: Path, repeats: int, full: bool) -> 
                 per[variant]["hook_p99"].append(stats["p99"])
                 per[variant]["epoch_end"].append(times.epoch_end)
                 per[variant]["loop"].append(times.loop)
-                # against the loop without a collector of the same repeat, run just before:
-                # the VM's speed drifts over minutes, and a pair shares one moment of it
-                per[variant]["loop_ratio"].append(times.loop / per["none"]["loop"][-1])
                 shutil.rmtree(folder, ignore_errors=True)
+            # against the loop without a collector of the same repeat: the VM's speed
+            # drifts over minutes, and the runs of one repeat share one stretch of it
+            for variant in variants:
+                per[variant]["loop_ratio"].append(
+                    per[variant]["loop"][-1] / per["none"]["loop"][-1]
+                )
         results[wname] = {
             "n_batches": w.n_batches,
             "batch_bytes": w.batch_bytes,

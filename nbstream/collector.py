@@ -49,6 +49,7 @@ class _Run:
         self.expected: dict[str, tuple[torch.dtype, tuple[int, ...]]] = {}
         self.started = time.perf_counter()
         self._signature: tuple[tp.Any, ...] | None = None
+        self._tensor = _tensor_type()
 
     def checked_pair(self, outputs: tp.Any, n_windows: int) -> dict[str, torch.Tensor]:
         """``{"y_pred", "y_true"}`` from the hook's outputs, or a PredictionFormatError.
@@ -59,16 +60,17 @@ class _Run:
         """
         if type(outputs) in (tuple, list) and len(outputs) == 2:
             y_pred, y_true = outputs
-            if (
-                type(y_pred) is _tensor_type()
-                and type(y_true) is _tensor_type()
-                and y_pred.ndim
-                and y_true.ndim
-                and y_pred.shape[0] == n_windows == y_true.shape[0]
-                and self._signature
-                == (y_pred.dtype, y_pred.shape[1:], y_true.dtype, y_true.shape[1:])
-            ):
-                return {"y_pred": y_pred, "y_true": y_true}
+            if type(y_pred) is self._tensor and type(y_true) is self._tensor:
+                # each read of a tensor attribute goes through torch's bindings: once each
+                pred_shape, true_shape = y_pred.shape, y_true.shape
+                if (
+                    pred_shape
+                    and true_shape
+                    and pred_shape[0] == n_windows == true_shape[0]
+                    and self._signature
+                    == (y_pred.dtype, pred_shape[1:], y_true.dtype, true_shape[1:])
+                ):
+                    return {"y_pred": y_pred, "y_true": y_true}
         arrays = _prediction_pair(outputs, n_windows)
         if n_windows:
             _check_consistent(self.expected, arrays)
