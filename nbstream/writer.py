@@ -380,6 +380,7 @@ class Writer:
         finally:
             batch.done = True
             batch.arrays = {}
+            batch.then = None  # lets the batch's segments go now, not at the next check
             for buffer in batch.staged or ():
                 self._pool.give(buffer)
             batch.staged = None

@@ -286,3 +286,25 @@ def test_idle_work_runs_when_the_queue_empties_and_its_failure_surfaces() -> Non
         time.sleep(0.001)
     with pytest.raises(WriterError, match="idle work failed: OSError"):
         writer.close()
+
+
+def test_a_written_batch_lets_go_of_its_callback(mode: dict) -> None:
+    """The callback holds the batch's segments: they must not wait for the next submit."""
+    import functools
+    import weakref
+
+    class Segments:
+        pass
+
+    segments = Segments()
+    alive = weakref.ref(segments)
+    writer = make_writer(mode, RecordingSink())
+    y = torch.ones(4, 2, device=device(mode))  # a CPU tensor stays watched until a later check
+    writer.submit({"y": y}, label="batch 0", then=functools.partial(len, [segments]))
+    del segments
+    deadline = time.monotonic() + 10
+    while writer.batches_written < 1 and time.monotonic() < deadline:
+        time.sleep(1e-3)
+    assert writer.batches_written == 1
+    assert alive() is None
+    writer.close()
