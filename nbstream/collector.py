@@ -37,6 +37,8 @@ class _Run:
     """The state of one test epoch on global rank zero."""
 
     def __init__(self, folder: Path, collector: WindowPredictionCollector) -> None:
+        import torch
+
         self.store = PredictionStore(folder, fsync=collector.fsync)
         self.metadata = WindowMetadata(collector.group_field)
         self.writer = Writer(
@@ -49,7 +51,7 @@ class _Run:
         self.expected: dict[str, tuple[torch.dtype, tuple[int, ...]]] = {}
         self.started = time.perf_counter()
         self._signature: tuple[tp.Any, ...] | None = None
-        self._tensor = _tensor_type()
+        self._tensor = torch.Tensor  # for the hook's exact-type checks
 
     def checked_pair(self, outputs: tp.Any, n_windows: int) -> dict[str, torch.Tensor]:
         """``{"y_pred", "y_true"}`` from the hook's outputs, or a PredictionFormatError.
@@ -229,13 +231,6 @@ class WindowPredictionCollector(Callback):
             if raise_errors:
                 raise failure
             logger.error("predictions in %s stop early: %s", self.folder, failure)
-
-
-@functools.cache
-def _tensor_type() -> type[torch.Tensor]:
-    import torch
-
-    return torch.Tensor
 
 
 def _prediction_pair(outputs: tp.Any, n_windows: int) -> dict[str, torch.Tensor]:

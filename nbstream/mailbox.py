@@ -65,6 +65,3 @@ class Mailbox(tp.Generic[T]):
 
     def empty(self) -> bool:
         return not self._items
-
-    def __len__(self) -> int:
-        return len(self._items)
